@@ -1,0 +1,350 @@
+"""`configure()`: one call from nothing to a MeterProvider that exports, and a tracker on it.
+
+The SDK and each exporter are imported only here, when asked for, so the core package needs
+`opentelemetry-api` alone; a missing extra fails with the `pip install` line that adds it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from otel_tokens._tracker import TokenTracker
+from otel_tokens._version import __version__
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.resources import Resource
+
+EXPORTERS = ("otlp", "prometheus", "console")
+PROTOCOLS = ("grpc", "http/protobuf")
+DEFAULT_PROMETHEUS_HOST = "127.0.0.1"
+DEFAULT_PROMETHEUS_PORT = 9464
+_METRICS_PATH = "/v1/metrics"
+
+
+def _import_error(extra: str, what: str, exc: ImportError) -> ImportError:
+    msg = f"{what} needs an extra that is not installed: pip install 'otel_tokens[{extra}]'"
+    error = ImportError(msg)
+    error.__cause__ = exc
+    return error
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _exporter_names(exporters: str | Iterable[str] | None) -> list[str]:
+    source = "exporters"
+    if exporters is None:
+        exporters, source = _env("OTEL_METRICS_EXPORTER") or "otlp", "OTEL_METRICS_EXPORTER"
+    items = exporters.split(",") if isinstance(exporters, str) else list(exporters)
+    names = [str(item).strip().lower() for item in items if str(item).strip()]
+    if names == ["none"]:
+        return []
+    unknown = [name for name in names if name not in EXPORTERS]
+    if unknown:
+        msg = f"{source} names unknown exporters {unknown}: use any of {list(EXPORTERS)} or 'none'"
+        raise ValueError(msg)
+    return list(dict.fromkeys(names))
+
+
+def _otlp_protocol(protocol: str | None) -> str:
+    source = "otlp_protocol"
+    if protocol is None:
+        for name in ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+            protocol, source = _env(name), name
+            if protocol:
+                break
+    protocol = protocol or "http/protobuf"
+    if protocol not in PROTOCOLS:
+        msg = f"{source} must be one of {list(PROTOCOLS)}, got {protocol!r}"
+        raise ValueError(msg)
+    return protocol
+
+
+def _positive_seconds(name: str, value: float | None, env_ms: str) -> int | None:
+    """Milliseconds from an explicit value in seconds, else from an env var in ms, else None."""
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            msg = f"{name} must be a number of seconds > 0, got {value!r}"
+            raise ValueError(msg)
+        return max(1, round(value * 1000))
+    raw = _env(env_ms)
+    if raw is None:
+        return None
+    try:
+        millis = int(raw)
+    except ValueError:
+        millis = 0
+    if millis <= 0:
+        msg = f"{env_ms} must be a whole number of milliseconds > 0, got {raw!r}"
+        raise ValueError(msg)
+    return None  # valid: the SDK reads it itself
+
+
+def _prometheus_address(host: str | None, port: int | None) -> tuple[str, int]:
+    host = host or _env("OTEL_EXPORTER_PROMETHEUS_HOST") or DEFAULT_PROMETHEUS_HOST
+    source = "prometheus_port"
+    if port is None:
+        raw, source = _env("OTEL_EXPORTER_PROMETHEUS_PORT"), "OTEL_EXPORTER_PROMETHEUS_PORT"
+        try:
+            port = DEFAULT_PROMETHEUS_PORT if raw is None else int(raw)
+        except ValueError:
+            msg = f"OTEL_EXPORTER_PROMETHEUS_PORT must be a port number, got {raw!r}"
+            raise ValueError(msg) from None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        msg = f"{source} must be a port number from 0 to 65535, got {port!r}"
+        raise ValueError(msg)
+    return host, port
+
+
+def _resource(service_name: str | None, attributes: Mapping[str, Any] | None) -> Resource:
+    try:
+        from opentelemetry.sdk.resources import Resource
+    except ImportError as exc:
+        raise _import_error("sdk", "configure()", exc) from None
+    explicit = dict(attributes or {})
+    if service_name is not None:
+        explicit["service.name"] = service_name
+    resource = Resource.create(explicit)
+    if "service.instance.id" not in resource.attributes:
+        # One id per process, so that worker processes pushing to one collector keep their
+        # own series instead of overwriting each other's.
+        resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
+    return resource
+
+
+class _PrometheusServer:
+    """A pull endpoint serving one reader's own registry (never prometheus_client's global one)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        try:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            from prometheus_client import CollectorRegistry, start_http_server
+        except ImportError as exc:
+            raise _import_error("prometheus", "the Prometheus exporter", exc) from None
+        self.registry = CollectorRegistry()
+        self.reader = PrometheusMetricReader(registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            self.reader.shutdown()
+            msg = (
+                f"cannot serve Prometheus metrics on {host}:{port}: {exc.strerror or exc}; "
+                "pass another prometheus_port (0 picks a free one) or set "
+                "OTEL_EXPORTER_PROMETHEUS_PORT"
+            )
+            raise OSError(exc.errno, msg) from exc
+        bound_host, bound_port = self._server.server_address[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.url = f"http://{shown}:{bound_port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _otlp_reader(
+    protocol: str,
+    endpoint: str | None,
+    headers: Mapping[str, str] | None,
+    interval_ms: int | None,
+) -> MetricReader:
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    kwargs: dict[str, Any] = {}
+    if headers is not None:
+        kwargs["headers"] = dict(headers)
+    try:
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                OTLPMetricExporter as GrpcExporter,
+            )
+
+            if endpoint is not None:
+                kwargs["endpoint"] = endpoint
+            exporter: Any = GrpcExporter(**kwargs)
+        else:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter as HttpExporter,
+            )
+
+            if endpoint is not None:
+                base = endpoint.rstrip("/")
+                kwargs["endpoint"] = base if base.endswith(_METRICS_PATH) else base + _METRICS_PATH
+            exporter = HttpExporter(**kwargs)
+    except ImportError as exc:
+        raise _import_error("otlp", f"the OTLP exporter ({protocol})", exc) from None
+    return PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms)
+
+
+class Telemetry:
+    """A configured MeterProvider with its exporters, and the tracker that records on it.
+
+    Made by `configure()`. Shut down at interpreter exit by itself; `shutdown()` earlier
+    exports what is left and stops the Prometheus endpoint.
+    """
+
+    def __init__(
+        self,
+        meter_provider: MeterProvider,
+        resource: Resource,
+        prometheus: _PrometheusServer | None,
+        exporters: Sequence[str],
+    ) -> None:
+        self.meter_provider = meter_provider
+        self.resource = resource
+        self.exporters = tuple(exporters)
+        self._prometheus = prometheus
+        self._tracker: TokenTracker | None = None
+        self._tracker_options: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._shut_down = False
+        atexit.register(self.shutdown)
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """The URL Prometheus scrapes, or None without the Prometheus exporter."""
+        return None if self._prometheus is None else self._prometheus.url
+
+    @property
+    def service_instance_id(self) -> str:
+        """This process's `service.instance.id`."""
+        return str(self.resource.attributes["service.instance.id"])
+
+    def tracker(self, **options: Any) -> TokenTracker:
+        """The tracker on this provider, made on first call with `options`.
+
+        Args:
+            options: keyword arguments of `TokenTracker` other than the meter; only on the
+                first call.
+
+        Raises:
+            ValueError: options on a later call that differ from the first call's.
+        """
+        with self._lock:
+            if self._tracker is None:
+                meter = self.meter_provider.get_meter("otel_tokens", __version__)
+                self._tracker = TokenTracker(meter, **options)
+                self._tracker_options = options
+            elif options and options != self._tracker_options:
+                msg = (
+                    "the tracker was already made with other options "
+                    f"({sorted(self._tracker_options)}); pass options on the first call only"
+                )
+                raise ValueError(msg)
+            return self._tracker
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        """Export what has been recorded now; True when every exporter succeeded in time."""
+        return bool(self.meter_provider.force_flush(timeout_millis=round(timeout_s * 1000)))
+
+    def shutdown(self) -> None:
+        """Export what is left, stop the exporters and the Prometheus endpoint. Idempotent."""
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+        atexit.unregister(self.shutdown)
+        try:
+            self.meter_provider.shutdown()
+        finally:
+            if self._prometheus is not None:
+                self._prometheus.close()
+
+    def __enter__(self) -> Telemetry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def configure(
+    *,
+    exporters: str | Iterable[str] | None = None,
+    service_name: str | None = None,
+    resource_attributes: Mapping[str, Any] | None = None,
+    otlp_protocol: str | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_headers: Mapping[str, str] | None = None,
+    prometheus_host: str | None = None,
+    prometheus_port: int | None = None,
+    export_interval_s: float | None = None,
+    readers: Iterable[MetricReader] = (),
+) -> Telemetry:
+    """Build a MeterProvider that exports, honouring the standard `OTEL_*` variables.
+
+    An argument wins over its environment variable, which wins over the default. The
+    provider is not made global: pass `telemetry.meter_provider` where one is needed.
+
+    Args:
+        exporters: any of "otlp", "prometheus", "console" (a list or a comma-separated
+            str), or "none"; default `OTEL_METRICS_EXPORTER`, else "otlp".
+        service_name: `service.name`; default `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES`.
+        resource_attributes: more resource attributes. `service.instance.id` is a new UUID
+            per call unless given here or in `OTEL_RESOURCE_ATTRIBUTES`.
+        otlp_protocol: "grpc" or "http/protobuf"; default `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`,
+            `OTEL_EXPORTER_OTLP_PROTOCOL`, else "http/protobuf".
+        otlp_endpoint: the collector's base URL (":4317" for gRPC, ":4318" for HTTP, where
+            "/v1/metrics" is appended); default `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`,
+            `OTEL_EXPORTER_OTLP_ENDPOINT`, else localhost.
+        otlp_headers: headers for the collector; default `OTEL_EXPORTER_OTLP_HEADERS`.
+        prometheus_host: the address to serve on; default `OTEL_EXPORTER_PROMETHEUS_HOST`,
+            else 127.0.0.1. Serving on all interfaces must be asked for ("0.0.0.0").
+        prometheus_port: default `OTEL_EXPORTER_PROMETHEUS_PORT`, else 9464; 0 picks a free port.
+        export_interval_s: seconds between OTLP/console exports; default
+            `OTEL_METRIC_EXPORT_INTERVAL` (ms), else 60.
+        readers: more metric readers (an `InMemoryMetricReader` in tests).
+
+    Raises:
+        ValueError: an unknown exporter or protocol, or a bad port or interval, naming the
+            argument or environment variable it came from.
+        ImportError: an exporter whose extra is not installed, naming the `pip install`.
+        OSError: the Prometheus port cannot be bound.
+
+    Example:
+        >>> from otel_tokens import configure
+        >>> telemetry = configure(exporters="console", export_interval_s=30)
+        >>> tracker = telemetry.tracker()
+        >>> telemetry.shutdown()
+    """
+    names = _exporter_names(exporters)
+    protocol = _otlp_protocol(otlp_protocol) if "otlp" in names else None
+    interval_ms = _positive_seconds(
+        "export_interval_s", export_interval_s, "OTEL_METRIC_EXPORT_INTERVAL"
+    )
+    address = _prometheus_address(prometheus_host, prometheus_port) if "prometheus" in names else None
+    resource = _resource(service_name, resource_attributes)
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+
+    all_readers: list[MetricReader] = list(readers)
+    prometheus = None
+    try:
+        # Bind the port first: it is what most often fails, and nothing else has started yet.
+        if address is not None:
+            prometheus = _PrometheusServer(*address)
+            all_readers.append(prometheus.reader)
+        if protocol is not None:
+            all_readers.append(_otlp_reader(protocol, otlp_endpoint, otlp_headers, interval_ms))
+        if "console" in names:
+            all_readers.append(
+                PeriodicExportingMetricReader(
+                    ConsoleMetricExporter(), export_interval_millis=interval_ms
+                )
+            )
+    except BaseException:
+        if prometheus is not None:
+            prometheus.close()
+        raise
+    provider = MeterProvider(
+        metric_readers=all_readers, resource=resource, shutdown_on_exit=False
+    )
+    return Telemetry(provider, resource, prometheus, names)

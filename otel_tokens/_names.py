@@ -1,0 +1,33 @@
+"""Attribute names and values used on every instrument (one place, no string copies)."""
+
+from __future__ import annotations
+
+PROVIDER = "gen_ai.provider.name"
+OPERATION = "gen_ai.operation.name"
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+TOKEN_TYPE = "gen_ai.token.type"
+STATUS = "llm.status"
+STREAMING = "llm.streaming"
+SCENARIO = "llm.scenario"
+USER_TIER = "llm.user.tier"
+ERROR_TYPE = "error.type"
+SERVER_ADDRESS = "server.address"
+PROVIDER_UUID = "llm.provider.uuid"
+RULE_UUID = "llm.rule.uuid"
+API_KEY_ID = "llm.api_key.id"
+DROP_REASON = "reason"
+
+#: Attributes a deployment must ask for, because each can have many values.
+OPT_IN_ATTRIBUTES = frozenset({PROVIDER_UUID, RULE_UUID, API_KEY_ID})
+
+#: The attribute the SDK itself puts on its overflow series; reused so that one query finds both.
+OVERFLOW = "otel.metric.overflow"
+
+#: `error.type` when a request failed and nobody said how (the semantic conventions' fallback).
+OTHER_ERROR = "_OTHER"
+
+#: What a model outside the allow-list is reported as.
+OTHER_MODEL = "other"
+
+STATUSES = ("success", "error", "canceled")

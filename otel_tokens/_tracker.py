@@ -1,0 +1,288 @@
+"""`TokenTracker`: the package's one entry point for recording LLM usage as OpenTelemetry metrics."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from opentelemetry.context import get_current
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+
+from otel_tokens import _instruments as spec
+from otel_tokens import _names as n
+from otel_tokens._aggregator import Aggregator, Histograms, Queued
+from otel_tokens._fingerprint import SECRET_ENV, KeyFingerprinter
+from otel_tokens._handoff import Handoff
+from otel_tokens._pricing import PriceTable
+from otel_tokens._series import SeriesTable
+from otel_tokens._track import TrackedRequest
+from otel_tokens._usage import Usage
+from otel_tokens._warn import WarnOnce
+
+#: Records held between `record()` and the consumer; past it `record()` drops and counts.
+QUEUE_CAPACITY = 65_536
+#: Records that wake the background consumer.
+BATCH_SIZE = 512
+
+_meters_in_use: weakref.WeakSet[Meter] = weakref.WeakSet()
+_meters_lock = threading.Lock()
+
+
+def _claim_meter(meter: Meter) -> None:
+    with _meters_lock:
+        try:
+            taken = meter in _meters_in_use
+        except TypeError:  # a meter that cannot be weakly referenced: nothing to guard
+            return
+        if taken:
+            msg = (
+                f"meter {getattr(meter, 'name', meter)!r} already has a TokenTracker, and a "
+                "second one's observable instruments would be silently ignored by the SDK: "
+                "reuse the first tracker or get a meter with another name"
+            )
+            raise ValueError(msg)
+        _meters_in_use.add(meter)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        msg = f"{name} must be an int from {low} to {high}, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+class TokenTracker:
+    """Record LLM token usage, cost and latency as OpenTelemetry metrics.
+
+    `record()` only queues the `Usage` (well under a microsecond, no lock, no I/O); one
+    consumer, on a background thread or on the thread that collects metrics, checks it,
+    adds it to bounded in-process totals and records its histogram points. Counters reach
+    OpenTelemetry as observable counters and every collection first consumes what is
+    queued, so exported data is the same as recording each instrument directly.
+
+    Args:
+        meter: the meter to create instruments on; one tracker per meter.
+        prices: prices by model; without it every token counts as unpriced.
+        models: an allow-list of model names; others are reported as "other".
+        max_series: the most attribute sets kept per instrument (the token histogram has
+            two series per set, input and output); new ones beyond it go to one overflow
+            series. The SDK's own limit is 2000 series per instrument.
+        max_label_length: label values longer than this are cut.
+        opt_in_attributes: any of "llm.provider.uuid", "llm.rule.uuid", "llm.api_key.id".
+        api_key_secret: the per-deployment secret of the API key fingerprint; defaults to the
+            OTEL_TOKENS_API_KEY_SECRET environment variable. Needed for "llm.api_key.id".
+
+    Raises:
+        ValueError: a setting out of range, an unknown opt-in attribute, "llm.api_key.id"
+            without a secret, or a meter that already has a tracker.
+
+    Example:
+        >>> from opentelemetry.sdk.metrics import MeterProvider
+        >>> from otel_tokens import TokenTracker, Usage
+        >>> tracker = TokenTracker(MeterProvider().get_meter("my-gateway"))
+        >>> tracker.record(Usage(provider="openai", model="gpt-4o-mini", input_tokens=1200,
+        ...                      output_tokens=300, cache_read_tokens=1000, latency_s=1.8))
+    """
+
+    def __init__(
+        self,
+        meter: Meter,
+        *,
+        prices: PriceTable | None = None,
+        models: Iterable[str] | None = None,
+        max_series: int = 500,
+        max_label_length: int = 128,
+        opt_in_attributes: Iterable[str] = (),
+        api_key_secret: bytes | str | None = None,
+    ) -> None:
+        _check_int("max_series", max_series, 1, 100_000)
+        _check_int("max_label_length", max_label_length, 8, 4096)
+        if prices is not None and not isinstance(prices, PriceTable):
+            msg = f"prices must be a PriceTable, got {type(prices).__name__}"
+            raise ValueError(msg)
+        allowed = None if models is None else frozenset(models)
+        if allowed is not None and not all(isinstance(m, str) and m for m in allowed):
+            msg = f"models must be non-empty str model names, got {sorted(map(repr, allowed))}"
+            raise ValueError(msg)
+        opt_in = frozenset(opt_in_attributes)
+        unknown = opt_in - n.OPT_IN_ATTRIBUTES
+        if unknown:
+            msg = (
+                f"unknown opt-in attributes {sorted(unknown)}: choose from "
+                f"{sorted(n.OPT_IN_ATTRIBUTES)}"
+            )
+            raise ValueError(msg)
+        fingerprint = None
+        secret = api_key_secret if api_key_secret is not None else os.environ.get(SECRET_ENV)
+        if secret:
+            fingerprint = KeyFingerprinter(secret)
+        elif n.API_KEY_ID in opt_in:
+            msg = (
+                f"{n.API_KEY_ID} needs a secret to fingerprint keys with: pass api_key_secret= "
+                f"or set {SECRET_ENV}"
+            )
+            raise ValueError(msg)
+
+        self._warn = WarnOnce()
+        table = SeriesTable(
+            max_series=max_series,
+            max_label_length=max_label_length,
+            models=allowed,
+            opt_in=opt_in,
+            fingerprint=fingerprint,
+            warn=self._warn,
+        )
+        _claim_meter(meter)
+        self._aggregator = Aggregator(table, _create_histograms(meter), prices, self._warn)
+        self._handoff: Handoff[Queued] = Handoff(
+            self._aggregator.consume,
+            capacity=QUEUE_CAPACITY,
+            batch_size=BATCH_SIZE,
+            name="otel_tokens-aggregator",
+        )
+        self._hot_drops: Counter[str] = Counter()
+        self._hot_drops_lock = threading.Lock()
+        for counter in spec.USAGE_COUNTERS:
+            meter.create_observable_counter(
+                counter.name,
+                callbacks=[self._usage_callback(counter.name)],
+                unit=counter.unit,
+                description=counter.description,
+            )
+        meter.create_observable_counter(
+            spec.DROPPED.name,
+            callbacks=[self._dropped_callback],
+            unit=spec.DROPPED.unit,
+            description=spec.DROPPED.description,
+        )
+        meter.create_observable_counter(
+            spec.OVERFLOWED.name,
+            callbacks=[self._overflow_callback],
+            unit=spec.OVERFLOWED.unit,
+            description=spec.OVERFLOWED.description,
+        )
+
+    def record(self, usage: Usage) -> None:
+        """Queue one finished request's usage to be recorded; never raises, never blocks.
+
+        An invalid `usage` is dropped when it is consumed: counted on
+        `otel_tokens.records.dropped` by reason and logged once per reason. A full queue
+        (the consumer cannot keep up) drops the same way, with reason "queue_full".
+
+        Args:
+            usage: what the request used.
+        """
+        try:
+            if not self._handoff.put((usage, get_current())):
+                self._drop_on_request_path(
+                    "queue_full",
+                    f"the queue of {QUEUE_CAPACITY} records waiting to be aggregated is full",
+                )
+        except Exception:
+            self._drop_on_request_path("internal_error", "queuing the record failed")
+
+    def track(
+        self,
+        *,
+        provider: str,
+        model: str,
+        request_model: str | None = None,
+        operation: str = "chat",
+        streamed: bool = False,
+        scenario: str | None = None,
+        user_tier: str | None = None,
+        provider_uuid: str | None = None,
+        rule_uuid: str | None = None,
+        api_key: str | None = None,
+        server_address: str | None = None,
+    ) -> TrackedRequest:
+        """Time a request in a `with` or `async with` block and record it when the block ends.
+
+        Args:
+            provider: who serves the request (`gen_ai.provider.name`).
+            model: the model expected to answer; the block may set `req.model` to the
+                model that did.
+            request_model: the model the client asked for; defaults to `model`.
+            operation: `gen_ai.operation.name`.
+            streamed: whether the response is streamed (`req.first_token()` sets it too).
+            scenario: the gateway's API surface that took the request.
+            user_tier: a low-cardinality class of the caller.
+            provider_uuid: the gateway's upstream id.
+            rule_uuid: the gateway's routing rule id.
+            api_key: the caller's key; only its fingerprint is ever exported.
+            server_address: the upstream host.
+
+        Example:
+            >>> from opentelemetry.metrics import NoOpMeter
+            >>> tracker = TokenTracker(NoOpMeter("example"))
+            >>> with tracker.track(provider="anthropic", model="claude-sonnet-4-5") as req:
+            ...     req.input_tokens, req.output_tokens = 5000, 420
+        """
+        return TrackedRequest(
+            self.record,
+            provider=provider,
+            model=model,
+            request_model=request_model,
+            operation=operation,
+            streamed=streamed,
+            scenario=scenario,
+            user_tier=user_tier,
+            provider_uuid=provider_uuid,
+            rule_uuid=rule_uuid,
+            api_key=api_key,
+            server_address=server_address,
+        )
+
+    def flush(self) -> None:
+        """Fold everything queued into the instruments now, on this thread.
+
+        Collections do this themselves; call it before reading metrics some other way.
+        """
+        self._handoff.drain()
+
+    def _drop_on_request_path(self, reason: str, why: str) -> None:
+        with self._hot_drops_lock:
+            self._hot_drops[reason] += 1
+        self._warn(
+            ("drop", reason),
+            "otel_tokens dropped a usage record: %s. Drops are counted on "
+            "otel_tokens.records.dropped{reason=%r}; this is logged once per reason",
+            why,
+            reason,
+            exc_info=reason == "internal_error",
+        )
+
+    def _usage_callback(self, name: str) -> Callable[[CallbackOptions], list[Observation]]:
+        aggregator = self._aggregator
+
+        def observe(options: CallbackOptions) -> list[Observation]:
+            return self._handoff.drain_then(lambda: aggregator.counter_observations(name))
+
+        return observe
+
+    def _dropped_callback(self, options: CallbackOptions) -> list[Observation]:
+        with self._hot_drops_lock:
+            hot = list(self._hot_drops.items())
+        return self._handoff.drain_then(lambda: self._aggregator.drop_observations(hot))
+
+    def _overflow_callback(self, options: CallbackOptions) -> list[Observation]:
+        return self._handoff.drain_then(lambda: [Observation(self._aggregator.overflowed)])
+
+
+def _create_histograms(meter: Meter) -> Histograms:
+    def create(instrument: spec.InstrumentSpec) -> Histogram:
+        return meter.create_histogram(
+            instrument.name,
+            unit=instrument.unit,
+            description=instrument.description,
+            explicit_bucket_boundaries_advisory=list(instrument.buckets or ()),
+        )
+
+    return Histograms(
+        token_usage=create(spec.TOKEN_USAGE),
+        duration=create(spec.OPERATION_DURATION),
+        time_to_first_chunk=create(spec.TIME_TO_FIRST_CHUNK),
+    )

@@ -1,0 +1,189 @@
+"""`Usage`, the one description of a finished LLM request, and the rules it must satisfy."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from otel_tokens._names import STATUSES
+
+#: More tokens than this in one request is a bug upstream, not a request (contexts are ~1e7).
+MAX_TOKENS = 1_000_000_000
+#: A request that took longer than a day is a clock bug, not a request.
+MAX_SECONDS = 86_400.0
+
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "system_tokens",
+)
+_REQUIRED_LABELS = ("provider", "model", "request_model", "operation")
+_OPTIONAL_LABELS = (
+    "error_type",
+    "scenario",
+    "user_tier",
+    "provider_uuid",
+    "rule_uuid",
+    "server_address",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one finished LLM request used, in the package's single meaning of each token class.
+
+    `input_tokens` counts ALL prompt tokens (cache reads and writes included) and
+    `output_tokens` ALL completion tokens (reasoning included); the cache and reasoning
+    fields are parts of those totals, never additions to them. Building a `Usage` never
+    raises, because it happens on a gateway's request path; `TokenTracker.record()` drops
+    an invalid one (counted, warned once per kind of fault) and `validate()` raises.
+
+    Example:
+        >>> u = Usage(provider="openai", model="gpt-4o-mini", input_tokens=1200,
+        ...           output_tokens=300, cache_read_tokens=1000, latency_s=1.8)
+        >>> u.request_model
+        'gpt-4o-mini'
+    """
+
+    provider: str
+    model: str
+    request_model: str | None = None
+    operation: str = "chat"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    system_tokens: int = 0
+    status: str = "success"
+    error_type: str | None = None
+    latency_s: float | None = None
+    time_to_first_token_s: float | None = None
+    streamed: bool = False
+    scenario: str | None = None
+    user_tier: str | None = None
+    provider_uuid: str | None = None
+    rule_uuid: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    server_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.request_model is None:
+            object.__setattr__(self, "request_model", self.model)
+
+    def validate(self) -> None:
+        """Check the contract's rules, as `TokenTracker.record()` does before recording.
+
+        Raises:
+            ValueError: naming the first field that breaks a rule and its value.
+        """
+        fault = find_fault(self)
+        if fault is not None:
+            raise ValueError(fault.message)
+
+
+class Fault(NamedTuple):
+    """Why a record cannot be recorded: a bounded `kind` for metrics, a sentence for people."""
+
+    kind: str
+    message: str
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_seconds(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= MAX_SECONDS
+    )
+
+
+def find_fault(usage: object) -> Fault | None:
+    """Return the first rule `usage` breaks, or None when it can be recorded as it is."""
+    if not isinstance(usage, Usage):
+        return Fault("not_usage", f"record() takes a Usage, got {type(usage).__name__}")
+    for name in _REQUIRED_LABELS:
+        value = getattr(usage, name)
+        if not isinstance(value, str) or not value:
+            return Fault("bad_label", f"Usage.{name} must be a non-empty str, got {value!r}")
+    for name in _OPTIONAL_LABELS:
+        value = getattr(usage, name)
+        if value is not None and not isinstance(value, str):
+            return Fault("bad_label", f"Usage.{name} must be a str or None, got {value!r}")
+    if usage.api_key is not None and not isinstance(usage.api_key, str):
+        # The value is a secret: name its type, never the value.
+        return Fault("bad_label", f"Usage.api_key must be a str, got {type(usage.api_key).__name__}")
+    for name in TOKEN_FIELDS:
+        value = getattr(usage, name)
+        if not _is_int(value):
+            return Fault("bad_type", f"Usage.{name} must be an int, got {value!r}")
+        if value < 0:
+            return Fault("negative_tokens", f"Usage.{name} must be >= 0, got {value!r}")
+        if value > MAX_TOKENS:
+            return Fault(
+                "too_many_tokens", f"Usage.{name} must be <= {MAX_TOKENS:,}, got {value!r}"
+            )
+    cached = usage.cache_read_tokens + usage.cache_write_tokens
+    if cached > usage.input_tokens:
+        return Fault(
+            "cache_exceeds_input",
+            f"Usage.cache_read_tokens + cache_write_tokens ({cached}) must not exceed "
+            f"input_tokens ({usage.input_tokens}): input_tokens counts cached tokens too",
+        )
+    if usage.reasoning_tokens > usage.output_tokens:
+        return Fault(
+            "reasoning_exceeds_output",
+            f"Usage.reasoning_tokens ({usage.reasoning_tokens}) must not exceed output_tokens "
+            f"({usage.output_tokens}): output_tokens counts reasoning tokens too",
+        )
+    if usage.status not in STATUSES:
+        return Fault(
+            "unknown_status", f"Usage.status must be one of {STATUSES}, got {usage.status!r}"
+        )
+    if usage.status == "success" and usage.error_type:
+        return Fault(
+            "error_type_on_success",
+            f"Usage.error_type is {usage.error_type!r} but status is 'success': "
+            "set status='error' or drop error_type",
+        )
+    if not isinstance(usage.streamed, bool):
+        return Fault("bad_type", f"Usage.streamed must be a bool, got {usage.streamed!r}")
+    return _find_time_fault(usage)
+
+
+def _find_time_fault(usage: Usage) -> Fault | None:
+    latency, ttft = usage.latency_s, usage.time_to_first_token_s
+    if latency is not None and not _is_seconds(latency):
+        return Fault(
+            "bad_latency",
+            f"Usage.latency_s must be a finite number of seconds from 0 to {MAX_SECONDS:g}, "
+            f"got {latency!r}",
+        )
+    if ttft is None:
+        return None
+    if not _is_seconds(ttft):
+        return Fault(
+            "bad_time_to_first_token",
+            f"Usage.time_to_first_token_s must be a finite number of seconds from 0 to "
+            f"{MAX_SECONDS:g}, got {ttft!r}",
+        )
+    if not usage.streamed:
+        return Fault(
+            "bad_time_to_first_token",
+            f"Usage.time_to_first_token_s is {ttft!r} but streamed is False: "
+            "set streamed=True or drop it",
+        )
+    if latency is not None and ttft > latency:
+        return Fault(
+            "bad_time_to_first_token",
+            f"Usage.time_to_first_token_s ({ttft!r}) must not exceed latency_s ({latency!r})",
+        )
+    return None
