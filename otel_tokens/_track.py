@@ -72,7 +72,8 @@ class TrackedRequest:
         self._record = record
         self.provider = provider
         self.model = model
-        self.request_model = request_model
+        # What the client asked for is known now; `model` may change to what answered.
+        self.request_model = model if request_model is None else request_model
         self.operation = operation
         self.streamed = streamed
         self.scenario = scenario
