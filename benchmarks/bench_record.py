@@ -26,9 +26,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.naive import NaiveRecorder  # noqa: E402
-from benchmarks.workload import PRICES, mixed_usages  # noqa: E402
-from otel_tokens import TokenTracker, Usage  # noqa: E402
+from benchmarks.naive import NaiveRecorder
+from benchmarks.workload import PRICES, mixed_usages
+from otel_tokens import TokenTracker, Usage
 
 BATCH = 400  # below the tracker's wake-up batch, so the consumer thread stays out of the timing
 
@@ -38,7 +38,9 @@ def _fresh(warm_up: list[Usage]) -> tuple[TokenTracker, NaiveRecorder]:
     tracker = TokenTracker(
         MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("b"), prices=PRICES
     )
-    naive = NaiveRecorder(MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("b"), PRICES)
+    naive = NaiveRecorder(
+        MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("b"), PRICES
+    )
     for usage in warm_up:
         tracker.record(usage)
         naive.record(usage)
@@ -46,7 +48,9 @@ def _fresh(warm_up: list[Usage]) -> tuple[TokenTracker, NaiveRecorder]:
     return tracker, naive
 
 
-def _per_call_ns(record: Callable[[Usage], None], usages: list[Usage], after: Callable[[], None]) -> float:
+def _per_call_ns(
+    record: Callable[[Usage], None], usages: list[Usage], after: Callable[[], None]
+) -> float:
     start = time.perf_counter_ns()
     for usage in usages:
         record(usage)
@@ -106,14 +110,20 @@ def main() -> None:
     one_series = [mixed[0]] * 2000
 
     whole_ours, whole_naive = whole_cost(args.rounds, mixed, threads=1)
-    print(f"1 thread, whole cost:   record+fold {whole_ours:9.0f} ns  naive {whole_naive:9.0f} ns"
-          f"  ratio {whole_ours / whole_naive:.2f}")
+    print(
+        f"1 thread, whole cost:   record+fold {whole_ours:9.0f} ns  naive {whole_naive:9.0f} ns"
+        f"  ratio {whole_ours / whole_naive:.2f}"
+    )
     t4_ours, t4_naive = whole_cost(args.rounds, one_series, threads=4)
     t1_ours, t1_naive = whole_cost(args.rounds, one_series, threads=1)
-    print(f"4 threads, one series:  record+fold {t4_ours:9.0f} ns  naive {t4_naive:9.0f} ns"
-          f"  ratio {t4_ours / t4_naive:.2f}")
-    print(f"  naive: 4 threads take {t4_naive / t1_naive:.2f}x the time per record of 1 thread; "
-          f"record+fold {t4_ours / t1_ours:.2f}x")
+    print(
+        f"4 threads, one series:  record+fold {t4_ours:9.0f} ns  naive {t4_naive:9.0f} ns"
+        f"  ratio {t4_ours / t4_naive:.2f}"
+    )
+    print(
+        f"  naive: 4 threads take {t4_naive / t1_naive:.2f}x the time per record of 1 thread; "
+        f"record+fold {t4_ours / t1_ours:.2f}x"
+    )
     ours, naive = hot_path(args.rounds, mixed)
     print(f"record() on the caller's thread: {ours:7.0f} ns median   naive: {naive:7.0f} ns median")
     print(f"record/naive = {ours / naive:.3f}")

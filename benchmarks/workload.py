@@ -54,12 +54,18 @@ def mixed_usages(count: int, seed: int = 7) -> list[Usage]:
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cache_read_tokens=rng.randint(0, input_tokens // 2),
-                cache_write_tokens=rng.randint(0, input_tokens // 4) if provider == "anthropic" else 0,
+                cache_write_tokens=rng.randint(0, input_tokens // 4)
+                if provider == "anthropic"
+                else 0,
                 reasoning_tokens=rng.randint(0, output_tokens) if model == "o3-mini" else 0,
                 status=status,
-                error_type=rng.choice(["rate_limited", "timeout", "http_500"]) if status == "error" else None,
+                error_type=rng.choice(["rate_limited", "timeout", "http_500"])
+                if status == "error"
+                else None,
                 latency_s=latency,
-                time_to_first_token_s=round(latency * rng.uniform(0.05, 0.5), 3) if streamed else None,
+                time_to_first_token_s=round(latency * rng.uniform(0.05, 0.5), 3)
+                if streamed
+                else None,
                 streamed=streamed,
                 scenario=SCENARIOS[provider],
                 user_tier=rng.choice(["free", "pro", "enterprise"]),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -113,12 +112,10 @@ def _resource(service_name: str | None, attributes: Mapping[str, Any] | None) ->
     explicit = dict(attributes or {})
     if service_name is not None:
         explicit["service.name"] = service_name
-    resource = Resource.create(explicit)
-    if "service.instance.id" not in resource.attributes:
-        # One id per process, so that worker processes pushing to one collector keep their
-        # own series instead of overwriting each other's.
-        resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
-    return resource
+    # The SDK's default resource carries a `service.instance.id` made once per process (and
+    # made anew in a forked child), so worker processes pushing to one collector keep their
+    # own series instead of overwriting each other's.
+    return Resource.create(explicit)
 
 
 class _PrometheusServer:
@@ -142,7 +139,7 @@ class _PrometheusServer:
                 "OTEL_EXPORTER_PROMETHEUS_PORT"
             )
             raise OSError(exc.errno, msg) from exc
-        bound_host, bound_port = self._server.server_address[:2]
+        bound_host, bound_port = str(self._server.server_address[0]), self._server.server_address[1]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"http://{shown}:{bound_port}/metrics"
 
@@ -288,8 +285,8 @@ def configure(
         exporters: any of "otlp", "prometheus", "console" (a list or a comma-separated
             str), or "none"; default `OTEL_METRICS_EXPORTER`, else "otlp".
         service_name: `service.name`; default `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES`.
-        resource_attributes: more resource attributes. `service.instance.id` is a new UUID
-            per call unless given here or in `OTEL_RESOURCE_ATTRIBUTES`.
+        resource_attributes: more resource attributes. `service.instance.id` is a UUID per
+            process (new in a forked worker) unless given here or in `OTEL_RESOURCE_ATTRIBUTES`.
         otlp_protocol: "grpc" or "http/protobuf"; default `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`,
             `OTEL_EXPORTER_OTLP_PROTOCOL`, else "http/protobuf".
         otlp_endpoint: the collector's base URL (":4317" for gRPC, ":4318" for HTTP, where
@@ -320,10 +317,15 @@ def configure(
     interval_ms = _positive_seconds(
         "export_interval_s", export_interval_s, "OTEL_METRIC_EXPORT_INTERVAL"
     )
-    address = _prometheus_address(prometheus_host, prometheus_port) if "prometheus" in names else None
+    address = (
+        _prometheus_address(prometheus_host, prometheus_port) if "prometheus" in names else None
+    )
     resource = _resource(service_name, resource_attributes)
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        PeriodicExportingMetricReader,
+    )
 
     all_readers: list[MetricReader] = list(readers)
     prometheus = None
@@ -344,7 +346,5 @@ def configure(
         if prometheus is not None:
             prometheus.close()
         raise
-    provider = MeterProvider(
-        metric_readers=all_readers, resource=resource, shutdown_on_exit=False
-    )
+    provider = MeterProvider(metric_readers=all_readers, resource=resource, shutdown_on_exit=False)
     return Telemetry(provider, resource, prometheus, names)

@@ -1,4 +1,4 @@
-"""A keyed fingerprint of an API key: stable per deployment, useless to anyone without the secret."""
+"""A keyed fingerprint of an API key: stable per deployment, useless without the secret."""
 
 from __future__ import annotations
 

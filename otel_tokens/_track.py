@@ -1,4 +1,4 @@
-"""`TokenTracker.track()`: time a request and record it on exit, for `with` and `async with` alike."""
+"""`TokenTracker.track()`: time a request and record it on exit, with `with` or `async with`."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ class TrackedRequest:
     """One request being timed; set its token counts inside the block, it records itself on exit.
 
     The block's outcome sets the status: no exception is `success` (unless the block set
-    `status`, or set `error_type`, which means `error`), an `Exception` is `error` with the exception's class name as `error_type`
-    (unless the block set one), and a `BaseException` that is not an `Exception`
-    (`asyncio.CancelledError`, `KeyboardInterrupt`, `GeneratorExit`) is `canceled`. The
-    exception always propagates. Call `first_token()` when the first chunk of a stream
+    `status`, or set `error_type`, which means `error`); an `Exception` is `error`, with the
+    exception's class name as `error_type` unless the block set one; and a `BaseException`
+    that is not an `Exception` (`asyncio.CancelledError`, `KeyboardInterrupt`,
+    `GeneratorExit`) is `canceled`. The exception always propagates. Call `first_token()` when the first chunk of a stream
     arrives to measure time to first token.
 
     Example:

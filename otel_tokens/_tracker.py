@@ -1,4 +1,4 @@
-"""`TokenTracker`: the package's one entry point for recording LLM usage as OpenTelemetry metrics."""
+"""`TokenTracker`: the one entry point for recording LLM usage as OpenTelemetry metrics."""
 
 from __future__ import annotations
 

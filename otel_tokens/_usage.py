@@ -120,7 +120,9 @@ def find_fault(usage: object) -> Fault | None:
             return Fault("bad_label", f"Usage.{name} must be a str or None, got {value!r}")
     if usage.api_key is not None and not isinstance(usage.api_key, str):
         # The value is a secret: name its type, never the value.
-        return Fault("bad_label", f"Usage.api_key must be a str, got {type(usage.api_key).__name__}")
+        return Fault(
+            "bad_label", f"Usage.api_key must be a str, got {type(usage.api_key).__name__}"
+        )
     for name in TOKEN_FIELDS:
         value = getattr(usage, name)
         if not _is_int(value):

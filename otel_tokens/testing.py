@@ -18,6 +18,7 @@ from typing import Any
 try:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import (
+        ExponentialHistogramDataPoint,
         HistogramDataPoint,
         InMemoryMetricReader,
         Metric,
@@ -78,7 +79,9 @@ class InMemoryMetrics:
     def __init__(self, **tracker_options: Any) -> None:
         self.reader = InMemoryMetricReader()
         self.provider = MeterProvider(metric_readers=[self.reader], shutdown_on_exit=False)
-        self.tracker = TokenTracker(self.provider.get_meter("otel_tokens.testing"), **tracker_options)
+        self.tracker = TokenTracker(
+            self.provider.get_meter("otel_tokens.testing"), **tracker_options
+        )
 
     def metrics(self) -> dict[str, Metric]:
         """Collect now; every metric by name."""
@@ -94,7 +97,7 @@ class InMemoryMetrics:
 
     def points(
         self, name: str, attributes: Mapping[str, Any] | None = None, **aliases: Any
-    ) -> list[NumberDataPoint | HistogramDataPoint]:
+    ) -> list[NumberDataPoint | HistogramDataPoint | ExponentialHistogramDataPoint]:
         """The points of metric `name` whose attributes include the ones given.
 
         Args:
@@ -119,7 +122,9 @@ class InMemoryMetrics:
             return []
         return [p for p in metric.data.data_points if _matches(p.attributes, wanted)]
 
-    def value(self, name: str, attributes: Mapping[str, Any] | None = None, **aliases: Any) -> float:
+    def value(
+        self, name: str, attributes: Mapping[str, Any] | None = None, **aliases: Any
+    ) -> float:
         """The sum of counter `name` over the matching points (0 when none match).
 
         Raises:
@@ -127,7 +132,7 @@ class InMemoryMetrics:
         """
         total: float = 0
         for point in self.points(name, attributes, **aliases):
-            if isinstance(point, HistogramDataPoint):
+            if not isinstance(point, NumberDataPoint):
                 msg = f"{name!r} is a histogram: use histogram() to read it"
                 raise TypeError(msg)
             total += point.value

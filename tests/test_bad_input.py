@@ -37,8 +37,11 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"latency_s": 10**7}, "bad_latency", "got 10000000"),
     ({"latency_s": "1.0"}, "bad_latency", "got '1.0'"),
     ({"time_to_first_token_s": 0.5}, "bad_time_to_first_token", "streamed is False"),
-    ({"time_to_first_token_s": 2.0, "streamed": True}, "bad_time_to_first_token",
-     "must not exceed latency_s"),  # fmt: skip
+    (
+        {"time_to_first_token_s": 2.0, "streamed": True},
+        "bad_time_to_first_token",
+        "must not exceed latency_s",
+    ),
     ({"time_to_first_token_s": math.nan, "streamed": True}, "bad_time_to_first_token", "nan"),
     ({"streamed": "yes"}, "bad_type", "streamed must be a bool, got 'yes'"),
     ({"provider": ""}, "bad_label", "provider must be a non-empty str, got ''"),
@@ -48,7 +51,9 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("changes", "reason", "words"), BAD, ids=[b[1] + str(i) for i, b in enumerate(BAD)])
+@pytest.mark.parametrize(
+    ("changes", "reason", "words"), BAD, ids=[b[1] + str(i) for i, b in enumerate(BAD)]
+)
 def test_bad_usage_is_dropped_counted_and_explained(
     changes: dict[str, Any], reason: str, words: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -65,7 +70,9 @@ def test_bad_usage_is_dropped_counted_and_explained(
     assert metrics.value("otel_tokens.records.dropped", reason=reason) == 2
     assert metrics.value("llm.requests") == 1
     assert metrics.value("llm.usage.input_tokens") == 100
-    warnings = [r.getMessage() for r in caplog.records if "dropped a usage record" in r.getMessage()]
+    warnings = [
+        r.getMessage() for r in caplog.records if "dropped a usage record" in r.getMessage()
+    ]
     assert len(warnings) == 1, warnings
     assert words in warnings[0] and reason in warnings[0]
 

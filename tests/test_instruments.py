@@ -188,7 +188,9 @@ def test_failed_request_carries_error_type_on_every_instrument(metrics: InMemory
     (requests,) = metrics.points("llm.requests")
     assert dict(requests.attributes) == expected
     # No output tokens and not streamed: no output point and no time to first chunk.
-    assert [p.attributes["gen_ai.token.type"] for p in metrics.points("gen_ai.client.token.usage")] == ["input"]
+    assert [
+        p.attributes["gen_ai.token.type"] for p in metrics.points("gen_ai.client.token.usage")
+    ] == ["input"]
     assert metrics.points("gen_ai.client.operation.time_to_first_chunk") == []
 
 
@@ -202,8 +204,12 @@ def test_error_type_that_looks_like_a_message_is_not_a_label(
 ) -> None:
     for host in ("10.0.0.1", "10.0.0.2"):
         metrics.tracker.record(
-            Usage(provider="openai", model="gpt-4o", status="error",
-                  error_type=f"connection refused by {host}")
+            Usage(
+                provider="openai",
+                model="gpt-4o",
+                status="error",
+                error_type=f"connection refused by {host}",
+            )
         )
     assert metrics.value("llm.requests", error_type="_OTHER") == 2
     assert len(metrics.points("llm.requests")) == 1

@@ -10,7 +10,7 @@ import pytest
 from otel_tokens.testing import InMemoryMetrics
 
 
-class UpstreamTimeout(Exception):
+class UpstreamTimeoutError(Exception):
     pass
 
 
@@ -29,15 +29,21 @@ def test_success_records_tokens_and_latency(metrics: InMemoryMetrics) -> None:
 def test_exception_is_an_error_with_its_class_name_and_still_propagates(
     metrics: InMemoryMetrics,
 ) -> None:
-    with pytest.raises(UpstreamTimeout), metrics.tracker.track(provider="openai", model="gpt-4o") as req:
+    with (
+        pytest.raises(UpstreamTimeoutError),
+        metrics.tracker.track(provider="openai", model="gpt-4o") as req,
+    ):
         req.input_tokens = 50
-        raise UpstreamTimeout("upstream took too long")
-    assert metrics.value("llm.requests", status="error", error_type="UpstreamTimeout") == 1
+        raise UpstreamTimeoutError("upstream took too long")
+    assert metrics.value("llm.requests", status="error", error_type="UpstreamTimeoutError") == 1
     assert metrics.value("llm.usage.input_tokens", status="error") == 50
 
 
 def test_error_type_set_in_the_block_wins_over_the_class_name(metrics: InMemoryMetrics) -> None:
-    with pytest.raises(RuntimeError), metrics.tracker.track(provider="openai", model="gpt-4o") as req:
+    with (
+        pytest.raises(RuntimeError),
+        metrics.tracker.track(provider="openai", model="gpt-4o") as req,
+    ):
         req.error_type = "rate_limited"
         raise RuntimeError("429")
     assert metrics.value("llm.requests", error_type="rate_limited") == 1
@@ -81,11 +87,11 @@ def test_async_success_with_streaming_measures_time_to_first_token(
 def test_async_exception_is_an_error(metrics: InMemoryMetrics) -> None:
     async def call() -> None:
         async with metrics.tracker.track(provider="openai", model="gpt-4o"):
-            raise UpstreamTimeout
+            raise UpstreamTimeoutError
 
-    with pytest.raises(UpstreamTimeout):
+    with pytest.raises(UpstreamTimeoutError):
         asyncio.run(call())
-    assert metrics.value("llm.requests", status="error", error_type="UpstreamTimeout") == 1
+    assert metrics.value("llm.requests", status="error", error_type="UpstreamTimeoutError") == 1
 
 
 def test_async_cancellation_is_canceled_and_propagates(metrics: InMemoryMetrics) -> None:

@@ -1,0 +1,84 @@
+"""Cost arithmetic, checked against sums worked out by hand."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from otel_tokens import ModelPrice, PriceTable, Usage
+
+TABLE = PriceTable(
+    {
+        # $3 input, $0.30 cache read, $3.75 cache write, $15 output per million tokens.
+        "claude-sonnet-4-5": ModelPrice(
+            input="3", output="15", cache_read="0.30", cache_write="3.75"
+        ),
+        # $1.10 input, $0.55 cache read, $4.40 output; reasoning billed as output.
+        "o3-mini": ModelPrice(input="1.10", output="4.40", cache_read="0.55"),
+        "priced-reasoning": ModelPrice(input=1, output=2, reasoning=8),
+        "gpt-4o-mini": ModelPrice(input=0.15, output=0.6),
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        # 2 000*3 + 40 000*0.30 + 8 000*3.75 + 1 200*15 = 6 000+12 000+30 000+18 000 = 66 000 /1M
+        (Usage(provider="anthropic", model="claude-sonnet-4-5", input_tokens=50_000,
+               cache_read_tokens=40_000, cache_write_tokens=8_000, output_tokens=1_200),
+         Decimal("0.066")),
+        # 1 000*1.10 + 3 000*0.55 + 500*4.40 (reasoning inside output) = 1 100+1 650+2 200 /1M
+        (Usage(provider="openai", model="o3-mini", input_tokens=4_000, cache_read_tokens=3_000,
+               output_tokens=500, reasoning_tokens=400), Decimal("0.00495")),
+        # 10*1 + 30*2 + 70*8 = 10+60+560 = 630 /1M
+        (Usage(provider="x", model="priced-reasoning", input_tokens=10, output_tokens=100,
+               reasoning_tokens=70), Decimal("0.00063")),
+        # one token at $0.15 per million: 1.5e-7 exactly, no float residue
+        (Usage(provider="openai", model="gpt-4o-mini", input_tokens=1), Decimal("0.00000015")),
+        (Usage(provider="openai", model="gpt-4o-mini"), Decimal(0)),
+    ],
+)  # fmt: skip
+def test_cost_matches_the_hand_computed_sum(usage: Usage, expected: Decimal) -> None:
+    assert TABLE.cost_usd(usage) == expected
+
+
+def test_price_is_found_by_request_model_when_the_response_model_is_a_snapshot() -> None:
+    usage = Usage(provider="openai", model="gpt-4o-mini-2024-07-18", request_model="gpt-4o-mini",
+                  input_tokens=1_000_000)  # fmt: skip
+    assert TABLE.cost_usd(usage) == Decimal("0.15")
+
+
+def test_unknown_model_has_no_price_rather_than_zero() -> None:
+    assert TABLE.cost_usd(Usage(provider="x", model="unknown", input_tokens=5)) is None
+
+
+def test_a_million_tiny_costs_sum_without_drift() -> None:
+    one = TABLE.cost_pico(Usage(provider="openai", model="gpt-4o-mini", input_tokens=1))
+    assert one is not None
+    assert Decimal(one * 1_000_000) / 10**12 == Decimal("0.15")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"input": "-1", "output": "1"}, "ModelPrice.input must be a finite price >= 0"),
+        (
+            {"input": "abc", "output": "1"},
+            "ModelPrice.input must be a number of USD per million tokens, got 'abc'",
+        ),
+        ({"input": "1", "output": "nan"}, "ModelPrice.output must be a finite price"),
+        ({"input": "0.0000001", "output": "1"}, "more than 6 decimals"),
+        ({"input": True, "output": "1"}, "got True"),
+    ],
+)
+def test_bad_prices_raise_at_setup(kwargs: dict[str, object], words: str) -> None:
+    with pytest.raises(ValueError, match=None) as raised:
+        ModelPrice(**kwargs)  # type: ignore[arg-type]
+    assert words in str(raised.value)
+
+
+def test_bad_table_raises_at_setup() -> None:
+    with pytest.raises(ValueError, match="PriceTable\\['m'\\] must be a ModelPrice"):
+        PriceTable({"m": {"input": 1}})  # type: ignore[dict-item]
