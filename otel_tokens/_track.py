@@ -16,8 +16,8 @@ class TrackedRequest:
     `status`, or set `error_type`, which means `error`); an `Exception` is `error`, with the
     exception's class name as `error_type` unless the block set one; and a `BaseException`
     that is not an `Exception` (`asyncio.CancelledError`, `KeyboardInterrupt`,
-    `GeneratorExit`) is `canceled`. The exception always propagates. Call `first_token()` when the first chunk of a stream
-    arrives to measure time to first token.
+    `GeneratorExit`) is `canceled`. The exception always propagates. Call `first_token()`
+    when the first chunk of a stream arrives to measure time to first token.
 
     Example:
         >>> from opentelemetry.metrics import NoOpMeter
