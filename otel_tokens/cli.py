@@ -1,0 +1,69 @@
+"""The `otel-tokens` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from otel_tokens._version import __version__
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        msg = f"must be a number of seconds > 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otel-tokens", description="OpenTelemetry metrics for LLM token usage."
+    )
+    parser.add_argument("--version", action="version", version=f"otel-tokens {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="play gateway traffic through a tracker and serve it on Prometheus",
+        description="Simulated LLM gateway traffic through a real TokenTracker, served on a "
+        "Prometheus endpoint while it runs, then a summary table.",
+    )
+    length = demo.add_mutually_exclusive_group()
+    length.add_argument("--duration", type=_positive, default=15.0, help="seconds (default 15)")
+    length.add_argument("--forever", action="store_true", help="run until Ctrl-C")
+    demo.add_argument("--host", default="127.0.0.1", help="Prometheus address (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=9464, help="Prometheus port (default 9464)")
+    demo.add_argument(
+        "--otlp", action="store_true", help="also push OTLP, per OTEL_EXPORTER_OTLP_* variables"
+    )
+    demo.add_argument("--concurrency", type=int, default=16, help="clients at once (default 16)")
+    demo.add_argument("--seed", type=int, default=None, help="repeatable traffic")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(format="%(levelname)s %(message)s")
+    if args.command == "demo":
+        try:
+            from otel_tokens._demo import run_demo
+
+            run_demo(
+                duration=None if args.forever else args.duration,
+                host=args.host,
+                port=args.port,
+                otlp=args.otlp,
+                concurrency=args.concurrency,
+                seed=args.seed,
+            )
+        except (OSError, ImportError, ValueError) as exc:
+            print(f"otel-tokens demo: error: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""`otel-tokens demo`: a bounded run that serves Prometheus while it runs and ends in a summary."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+
+EXPECTED = (
+    "gen_ai_client_token_usage_bucket",
+    "gen_ai_client_operation_duration_seconds_bucket",
+    "gen_ai_client_operation_time_to_first_chunk_seconds_bucket",
+    "llm_usage_cost_USD_total",
+    "llm_usage_unpriced_tokens_total",
+    "llm_requests_total",
+)
+
+
+def _scrape_while_running(process: subprocess.Popen[str], url: str) -> str:
+    """Scrape until every expected metric is served; the demo must still be running."""
+    text = ""
+    while process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = str(response.read().decode())
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if all(name + "{" in text for name in EXPECTED):
+            return text
+        time.sleep(0.2)
+    missing = [name for name in EXPECTED if name + "{" not in text]
+    msg = f"the demo ended before {url} served {missing}"
+    raise AssertionError(msg)
+
+
+def test_demo_serves_metrics_while_running_and_prints_a_summary() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "otel_tokens", "demo", "--duration", "4", "--port", "0",
+         "--seed", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        header = process.stdout.readline() + process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/metrics", header)
+        assert url, header
+        text = _scrape_while_running(process, url.group(0))
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert 'llm_status="success"' in text
+
+    lines = out.splitlines()
+    (head,) = [line for line in lines if line.startswith("provider ")]
+    assert head.split() == ["provider", "model", "requests", "ok", "error", "canceled", "input",
+                            "cache", "rd", "cache", "wr", "output", "reasoning", "cost", "USD"]  # fmt: skip
+    rows = {line.split()[1]: line.split() for line in lines if line.split()[:1] in (
+        ["openai"], ["anthropic"], ["gcp.gemini"], ["aws.bedrock"])}  # fmt: skip
+    assert {"gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash"} <= set(rows)
+    assert rows["amazon.nova-pro-v1:0"][-1] == "unpriced"
+    total = next(line.split() for line in lines if line.startswith("total"))
+    requests, ok, error, canceled = (int(v) for v in total[1:5])
+    assert requests == ok + error + canceled and requests > 20
+    assert error > 0 and canceled > 0  # ~3% fail and ~5% hang up; ~150 requests run
+    assert "counted on llm.usage.unpriced_tokens, not as $0" in out
+
+
+def test_demo_reports_a_port_in_use_and_exits_2() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "otel_tokens", "demo", "--duration", "1", "--port", str(port)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert f"cannot serve Prometheus metrics on 127.0.0.1:{port}" in done.stderr
+
+
+@pytest.mark.parametrize("args", [["--duration", "0"], ["--duration", "5", "--forever"]])
+def test_demo_rejects_bad_arguments(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "otel_tokens", "demo", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "usage:" in done.stderr

@@ -1,0 +1,64 @@
+"""The public surface is small and pinned; the core needs only opentelemetry-api."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import otel_tokens
+import otel_tokens.testing
+
+
+def test_public_names_are_pinned() -> None:
+    assert otel_tokens.__all__ == [
+        "ModelPrice",
+        "PriceTable",
+        "Telemetry",
+        "TokenTracker",
+        "TrackedRequest",
+        "Usage",
+        "__version__",
+        "configure",
+    ]
+    assert otel_tokens.testing.__all__ == ["HistogramValue", "InMemoryMetrics"]
+    for name in otel_tokens.__all__:
+        assert getattr(otel_tokens, name) is not None
+
+
+def test_usage_has_exactly_the_contract_fields() -> None:
+    from dataclasses import fields
+
+    assert [f.name for f in fields(otel_tokens.Usage)] == [
+        "provider", "model", "request_model", "operation", "input_tokens", "output_tokens",
+        "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "system_tokens", "status",
+        "error_type", "latency_s", "time_to_first_token_s", "streamed", "scenario", "user_tier",
+        "provider_uuid", "rule_uuid", "api_key", "server_address",
+    ]  # fmt: skip
+
+
+def test_core_imports_and_records_without_the_sdk() -> None:
+    script = textwrap.dedent("""
+        import sys
+        for name in ("opentelemetry.sdk", "prometheus_client", "grpc"):
+            sys.modules[name] = None  # as if not installed
+        from opentelemetry.metrics import NoOpMeter
+        from otel_tokens import TokenTracker, Usage
+        tracker = TokenTracker(NoOpMeter("core-only"))
+        tracker.record(Usage(provider="openai", model="gpt-4o", input_tokens=1))
+        with tracker.track(provider="openai", model="gpt-4o") as req:
+            req.input_tokens = 2
+        tracker.flush()
+        print("ok")
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_package_is_typed() -> None:
+    from importlib.resources import files
+
+    assert files("otel_tokens").joinpath("py.typed").is_file()

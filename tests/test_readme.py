@@ -1,0 +1,36 @@
+"""The README agrees with the code: metric table, the two commands, and what CI runs."""
+
+from __future__ import annotations
+
+import re
+
+from otel_tokens import _instruments as spec
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def _commands() -> list[str]:
+    return re.findall(r"```sh\n(.*?)\n```", README, flags=re.S)
+
+
+def test_metric_table_lists_every_instrument_as_the_code_defines_it() -> None:
+    rows = re.findall(r"^\| `([a-z_.]+)` \| (\w+) \| `([^`]+)` \| `(\w+)` \|$", README, re.M)
+    assert rows == [(i.name, i.kind, i.unit, i.prometheus) for i in spec.ALL]
+
+
+def test_first_command_installs_and_runs_the_demo_and_second_runs_the_tests() -> None:
+    install_demo, run_tests = _commands()[:2]
+    assert "pip install" in install_demo and install_demo.endswith("otel-tokens demo")
+    assert "pip install" in run_tests and run_tests.endswith("-m pytest")
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert _commands()[1] in ci.splitlines()
+
+
+def test_advised_buckets_are_those_in_the_readme() -> None:
+    assert spec.TOKEN_BUCKETS == tuple(4**i for i in range(14))
+    assert spec.DURATION_BUCKETS == tuple(round(0.01 * 2**i, 2) for i in range(14))
+    assert "1, 4, 16, ... 67108864" in README and "0.01, 0.02, 0.04, ... 81.92" in README
