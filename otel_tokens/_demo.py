@@ -15,7 +15,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 from otel_tokens._configure import Telemetry, configure
 from otel_tokens._pricing import ModelPrice, PriceTable
@@ -150,7 +150,7 @@ class Totals:
 
     COLUMNS = ("requests", "success", "error", "canceled", "input", "cache_read", "cache_write",
                "output", "reasoning", "cost", "unpriced")  # fmt: skip
-    _COUNTERS = {
+    _COUNTERS: ClassVar[dict[str, str]] = {
         "llm.usage.input_tokens": "input",
         "llm.usage.cache_read.input_tokens": "cache_read",
         "llm.usage.cache_write.input_tokens": "cache_write",
@@ -244,6 +244,7 @@ def _render(cells: tuple[str, ...], widths: list[int]) -> str:
 
 async def _run_traffic(
     telemetry: Telemetry,
+    *,
     reader: Any,
     duration: float | None,
     concurrency: int,
@@ -319,7 +320,16 @@ def run_demo(
     )
     out.flush()
     try:
-        asyncio.run(_run_traffic(telemetry, reader, duration, concurrency, seed, out))
+        asyncio.run(
+            _run_traffic(
+                telemetry,
+                reader=reader,
+                duration=duration,
+                concurrency=concurrency,
+                seed=seed,
+                out=out,
+            )
+        )
     except KeyboardInterrupt:
         out.write("\ninterrupted: summary of what was recorded so far\n")
     try:

@@ -11,7 +11,6 @@ import urllib.request
 
 import pytest
 
-
 EXPECTED = (
     "gen_ai_client_token_usage_bucket",
     "gen_ai_client_operation_duration_seconds_bucket",
@@ -61,10 +60,25 @@ def test_demo_serves_metrics_while_running_and_prints_a_summary() -> None:
 
     lines = out.splitlines()
     (head,) = [line for line in lines if line.startswith("provider ")]
-    assert head.split() == ["provider", "model", "requests", "ok", "error", "canceled", "input",
-                            "cache", "rd", "cache", "wr", "output", "reasoning", "cost", "USD"]  # fmt: skip
-    rows = {line.split()[1]: line.split() for line in lines if line.split()[:1] in (
-        ["openai"], ["anthropic"], ["gcp.gemini"], ["aws.bedrock"])}  # fmt: skip
+    assert head.split() == [
+        "provider",
+        "model",
+        "requests",
+        "ok",
+        "error",
+        "canceled",
+        "input",
+        "cache",
+        "rd",
+        "cache",
+        "wr",
+        "output",
+        "reasoning",
+        "cost",
+        "USD",
+    ]
+    providers = ("openai", "anthropic", "gcp.gemini", "aws.bedrock")
+    rows = {line.split()[1]: line.split() for line in lines if line.startswith(providers)}
     assert {"gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash"} <= set(rows)
     assert rows["amazon.nova-pro-v1:0"][-1] == "unpriced"
     total = next(line.split() for line in lines if line.startswith("total"))

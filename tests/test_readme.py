@@ -31,6 +31,6 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 
 
 def test_advised_buckets_are_those_in_the_readme() -> None:
-    assert spec.TOKEN_BUCKETS == tuple(4**i for i in range(14))
-    assert spec.DURATION_BUCKETS == tuple(round(0.01 * 2**i, 2) for i in range(14))
+    assert tuple(4**i for i in range(14)) == spec.TOKEN_BUCKETS
+    assert tuple(round(0.01 * 2**i, 2) for i in range(14)) == spec.DURATION_BUCKETS
     assert "1, 4, 16, ... 67108864" in README and "0.01, 0.02, 0.04, ... 81.92" in README
