@@ -68,24 +68,19 @@ def _otlp_protocol(protocol: str | None) -> str:
     return protocol
 
 
-def _positive_seconds(name: str, value: float | None, env_ms: str) -> int | None:
-    """Milliseconds from an explicit value in seconds, else from an env var in ms, else None."""
-    if value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            msg = f"{name} must be a number of seconds > 0, got {value!r}"
+def _export_interval_ms(seconds: float | None) -> int | None:
+    """The export interval to pass to readers: None leaves it to the SDK (which reads
+    OTEL_METRIC_EXPORT_INTERVAL), once that variable is known to be valid."""
+    if seconds is not None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+            msg = f"export_interval_s must be a number of seconds > 0, got {seconds!r}"
             raise ValueError(msg)
-        return max(1, round(value * 1000))
-    raw = _env(env_ms)
-    if raw is None:
-        return None
-    try:
-        millis = int(raw)
-    except ValueError:
-        millis = 0
-    if millis <= 0:
-        msg = f"{env_ms} must be a whole number of milliseconds > 0, got {raw!r}"
+        return max(1, round(seconds * 1000))
+    raw = _env("OTEL_METRIC_EXPORT_INTERVAL")
+    if raw is not None and not (raw.isdigit() and int(raw) > 0):
+        msg = f"OTEL_METRIC_EXPORT_INTERVAL must be a whole number of milliseconds > 0, got {raw!r}"
         raise ValueError(msg)
-    return None  # valid: the SDK reads it itself
+    return None
 
 
 def _prometheus_address(host: str | None, port: int | None) -> tuple[str, int]:
@@ -314,9 +309,7 @@ def configure(
     """
     names = _exporter_names(exporters)
     protocol = _otlp_protocol(otlp_protocol) if "otlp" in names else None
-    interval_ms = _positive_seconds(
-        "export_interval_s", export_interval_s, "OTEL_METRIC_EXPORT_INTERVAL"
-    )
+    interval_ms = _export_interval_ms(export_interval_s)
     address = (
         _prometheus_address(prometheus_host, prometheus_port) if "prometheus" in names else None
     )

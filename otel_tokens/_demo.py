@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -254,6 +255,9 @@ async def _run_traffic(
     tracker = telemetry.tracker(prices=DEMO_PRICES)
     rng = random.Random(seed)
     stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
+        # `docker stop` sends SIGTERM: end as Ctrl-C does, with a summary and a final export.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     clients = [
         asyncio.create_task(_client(tracker, random.Random(rng.random()), stop))
         for _ in range(concurrency)
@@ -262,7 +266,7 @@ async def _run_traffic(
     interactive = out.isatty()
     last_line = 0.0
     try:
-        while duration is None or time.monotonic() - started < duration:
+        while not stop.is_set() and (duration is None or time.monotonic() - started < duration):
             await asyncio.sleep(0.5)
             elapsed = time.monotonic() - started
             if interactive or elapsed - last_line >= 5:

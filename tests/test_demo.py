@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -110,3 +111,24 @@ def test_demo_rejects_bad_arguments(args: list[str]) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2 and "usage:" in done.stderr
+
+
+def test_sigterm_ends_the_demo_with_a_summary() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "otel_tokens", "demo", "--forever", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        header = process.stdout.readline() + process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/metrics", header)
+        assert url, header
+        _scrape_while_running(process, url.group(0))
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert any(line.startswith("total ") for line in out.splitlines()), out
