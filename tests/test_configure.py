@@ -208,6 +208,7 @@ def test_otlp_is_configured_from_the_standard_environment_variables(
         assert resource["service.name"] == "from-env"
         assert resource["deployment.environment.name"] == "test"
         assert receiver.headers[0]["x-api-token"] == "t0k3n"
+        telemetry.shutdown()  # while the receiver still listens: its final export lands
     finally:
         receiver.close()
 
