@@ -8,21 +8,26 @@ exemplars still point at the right trace.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Observation
 
 from otel_tokens import _instruments as spec
-from otel_tokens._names import DROP_REASON
+from otel_tokens import _names as n
 from otel_tokens._pricing import PICO_PER_USD, PriceTable
 from otel_tokens._series import Series, SeriesTable
-from otel_tokens._usage import Fault, Usage, find_fault
+from otel_tokens._usage import Usage, find_fault
 from otel_tokens._warn import WarnOnce
 
 Queued = tuple[object, Context]
+
+#: Models named in "has no price" warnings; more would let client-chosen names flood the log.
+_MAX_UNPRICED_WARNINGS = 64
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,32 @@ class Histograms:
     token_usage: Histogram
     duration: Histogram
     time_to_first_chunk: Histogram
+
+
+class Drops:
+    """Records not recorded, by reason: counted (from any thread) and warned once per reason."""
+
+    def __init__(self, warn: WarnOnce) -> None:
+        self._warn = warn
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, reason: str, why: str, *, exc_info: bool = False) -> None:
+        with self._lock:
+            self._counts[reason] += 1
+        self._warn(
+            ("drop", reason),
+            "otel_tokens dropped a usage record: %s. Drops are counted on "
+            "otel_tokens.records.dropped{reason=%r}; this is logged once per reason",
+            why,
+            reason,
+            exc_info=exc_info,
+        )
+
+    def observations(self) -> list[Observation]:
+        with self._lock:
+            counts = list(self._counts.items())
+        return [Observation(count, {n.DROP_REASON: reason}) for reason, count in counts]
 
 
 #: How each usage counter reads a series, and whether the series has a point on it at all.
@@ -44,7 +75,7 @@ _COUNTER_VALUES: dict[str, tuple[Callable[[Series], float], Callable[[Series], b
     spec.REASONING_TOKENS.name: (lambda s: s.reasoning_tokens, lambda s: True),
     spec.SYSTEM_TOKENS.name: (lambda s: s.system_tokens, lambda s: True),
     spec.COST.name: (lambda s: s.cost_pico / PICO_PER_USD, lambda s: s.priced),
-    spec.UNPRICED_TOKENS.name: (lambda s: s.unpriced_tokens, lambda s: s.unpriced),
+    spec.UNPRICED_TOKENS.name: (lambda s: s.unpriced_tokens, lambda s: s.unpriced_tokens > 0),
     spec.REQUESTS.name: (lambda s: s.requests, lambda s: True),
 }
 
@@ -56,6 +87,7 @@ class Aggregator:
         table: finds the bounded series of each record.
         histograms: where histogram points go.
         prices: prices by model, or None when the deployment gave none.
+        drops: where records that cannot be recorded are counted.
         warn: the tracker's once-per-kind warner.
     """
 
@@ -64,13 +96,15 @@ class Aggregator:
         table: SeriesTable,
         histograms: Histograms,
         prices: PriceTable | None,
+        drops: Drops,
         warn: WarnOnce,
     ) -> None:
         self._table = table
         self._histograms = histograms
         self._prices = prices
+        self._drops = drops
         self._warn = warn
-        self.dropped: Counter[str] = Counter()
+        self._warn_unpriced = WarnOnce(limit=_MAX_UNPRICED_WARNINGS)
         self.overflowed = 0
 
     def consume(self, batch: list[Queued]) -> None:
@@ -79,45 +113,21 @@ class Aggregator:
             try:
                 fault = find_fault(usage)
                 if fault is None:
-                    assert isinstance(usage, Usage)
-                    self._fold(usage, context)
+                    self._fold(cast(Usage, usage), context)
                 else:
-                    self.drop(fault)
-            except Exception as exc:
-                self.dropped["internal_error"] += 1
-                self._warn(
-                    ("internal_error", type(exc).__name__),
-                    "otel_tokens: recording %r failed; the record was dropped and counted on "
-                    "otel_tokens.records.dropped{reason='internal_error'}. Please report this bug",
-                    usage,
+                    self._drops.add(fault.kind, fault.message)
+            except Exception:
+                self._drops.add(
+                    "internal_error", f"recording {usage!r} failed (a bug: please report it)",
                     exc_info=True,
-                )
-
-    def drop(self, fault: Fault) -> None:
-        """Count a dropped record and say why, once per kind of fault."""
-        self.dropped[fault.kind] += 1
-        self._warn(
-            ("drop", fault.kind),
-            "otel_tokens dropped a usage record: %s. Drops are counted on "
-            "otel_tokens.records.dropped{reason=%r}; this is logged once per reason",
-            fault.message,
-            fault.kind,
-        )
+                )  # fmt: skip
 
     def _fold(self, usage: Usage, context: Context) -> None:
+        # Everything that can fail comes before the totals change, so a record that fails is
+        # either wholly in the counters or counted as dropped, never both.
         table = self._table
         series = table.series_for(usage)
-        if series is table.overflow:
-            self.overflowed += 1
-        series.requests += 1
-        series.input_tokens += usage.input_tokens
-        series.output_tokens += usage.output_tokens
-        series.cache_read_tokens += usage.cache_read_tokens
-        series.cache_write_tokens += usage.cache_write_tokens
-        series.reasoning_tokens += usage.reasoning_tokens
-        series.system_tokens += usage.system_tokens
-        self._price(usage, series)
-
+        cost = None if self._prices is None else self._prices.cost_pico(usage)
         histograms = self._histograms
         if usage.input_tokens:
             histograms.token_usage.record(usage.input_tokens, series.input_attributes, context)
@@ -130,39 +140,39 @@ class Aggregator:
                 usage.time_to_first_token_s, series.attributes, context
             )
 
-    def _price(self, usage: Usage, series: Series) -> None:
-        cost = None if self._prices is None else self._prices.cost_pico(usage)
+        if series is table.overflow:
+            self.overflowed += 1
+        series.requests += 1
+        series.input_tokens += usage.input_tokens
+        series.output_tokens += usage.output_tokens
+        series.cache_read_tokens += usage.cache_read_tokens
+        series.cache_write_tokens += usage.cache_write_tokens
+        series.reasoning_tokens += usage.reasoning_tokens
+        series.system_tokens += usage.system_tokens
         if cost is not None:
             series.priced = True
             series.cost_pico += cost
-            return
-        tokens = usage.input_tokens + usage.output_tokens
-        if not tokens:
-            return
-        series.unpriced = True
-        series.unpriced_tokens += tokens
+        elif usage.input_tokens or usage.output_tokens:
+            series.unpriced_tokens += usage.input_tokens + usage.output_tokens
+            self._warn_no_price(series)
+
+    def _warn_no_price(self, series: Series) -> None:
         if self._prices is None:
             self._warn(
                 "no_prices",
                 "otel_tokens: no price table was given, so no cost is computed; tokens are "
                 "counted on llm.usage.unpriced_tokens. Pass prices=PriceTable(...) to the tracker",
             )
-        else:
-            self._warn(
-                ("unpriced", usage.model),
-                "otel_tokens: model %r has no price, so its tokens are counted on "
-                "llm.usage.unpriced_tokens and not as cost; add it to the price table",
-                usage.model,
-            )
+            return
+        model = series.attributes.get(n.RESPONSE_MODEL, n.OTHER_MODEL)  # already cut to length
+        self._warn_unpriced(
+            model,
+            "otel_tokens: model %r has no price, so its tokens are counted on "
+            "llm.usage.unpriced_tokens and not as cost; add it to the price table",
+            model,
+        )
 
     def counter_observations(self, name: str) -> list[Observation]:
         """The current total of counter `name` on every series that has one."""
         value, present = _COUNTER_VALUES[name]
         return [Observation(value(s), s.attributes) for s in self._table.all() if present(s)]
-
-    def drop_observations(self, hot_path_drops: Iterable[tuple[str, int]]) -> list[Observation]:
-        """Dropped records by reason, from this consumer and from the request path."""
-        totals = Counter(self.dropped)
-        for reason, count in hot_path_drops:
-            totals[reason] += count
-        return [Observation(count, {DROP_REASON: reason}) for reason, count in totals.items()]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from otel_tokens._tracker import TokenTracker
 from otel_tokens._version import __version__
+from otel_tokens._warn import logger
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
@@ -199,6 +200,7 @@ class Telemetry:
         self._tracker_options: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._shut_down = False
+        self._pid = os.getpid()
         atexit.register(self.shutdown)
 
     @property
@@ -221,6 +223,15 @@ class Telemetry:
         Raises:
             ValueError: options on a later call that differ from the first call's.
         """
+        if os.getpid() != self._pid:
+            logger.warning(
+                "otel_tokens: configure() ran in process %d, which then forked; this process "
+                "(%d) would export under the parent's service.instance.id. Call configure() "
+                "in each worker after the fork (gunicorn: post_fork; uvicorn: app startup)",
+                self._pid,
+                os.getpid(),
+            )
+            self._pid = os.getpid()
         with self._lock:
             if self._tracker is None:
                 meter = self.meter_provider.get_meter("otel_tokens", __version__)

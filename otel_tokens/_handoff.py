@@ -1,15 +1,19 @@
 """A bounded hand-off from request threads to one consumer that works in batches.
 
-Request threads only append to a deque (atomic under the GIL, no lock). The consumer runs
-on whichever thread calls `drain()` (a metrics collection does, before it reads) or on a
-background thread that starts when a batch is ready and exits after it has been idle, so
-an unused tracker holds no thread and a forked child starts clean.
+Request threads only append to a deque (atomic under the GIL) and, once per full batch, set
+an event. One daemon thread per process, started at setup (never on the request path) and
+again in a forked child, folds every queue a batch at a time, releasing the queue's lock
+between batches so that a metrics collection, which drains what is queued before it reads,
+waits for one batch at most. Every drain is bounded by what was queued when it began (and a
+collection's by a fixed number), so producers that outpace the consumer can never keep a
+drain or a collection from ending.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -20,34 +24,63 @@ from otel_tokens._warn import logger
 T = TypeVar("T")
 R = TypeVar("R")
 
-_IDLE_EXIT_S = 5.0
-
-_live_handoffs: weakref.WeakSet[Handoff[object]] = weakref.WeakSet()
-_fork_hook_installed = False
-_fork_hook_lock = threading.Lock()
+#: The consumer also wakes this often to fold queues that have not filled a batch.
+_WAKE_EVERY_S = 1.0
 
 
-def _reset_all_after_fork() -> None:
-    for handoff in list(_live_handoffs):
-        handoff._reset_after_fork()
+class _Consumer:
+    """The process's one consumer thread, shared by every Handoff."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handoffs: weakref.WeakSet[Handoff[object]] = weakref.WeakSet()
+        self.wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def register(self, handoff: Handoff[object]) -> None:
+        with self._lock:
+            self._handoffs.add(handoff)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="otel_tokens-consumer", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        wake = self.wake
+        while True:
+            wake.wait(_WAKE_EVERY_S)
+            wake.clear()
+            for handoff in list(self._handoffs):
+                handoff.drain_in_batches()
+
+    def after_fork_in_child(self) -> None:
+        # Only the forking thread survives a fork: the consumer thread is gone, and locks
+        # other threads held at that moment would never be released.
+        self._lock = threading.Lock()
+        self.wake = threading.Event()
+        self._thread = None
+        handoffs = list(self._handoffs)
+        for handoff in handoffs:
+            handoff.after_fork_in_child()
+        if handoffs:
+            self.register(handoffs[0])
 
 
-def _install_fork_hook() -> None:
-    global _fork_hook_installed  # noqa: PLW0603 - one hook for the process, installed once
-    with _fork_hook_lock:
-        if not _fork_hook_installed and hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_reset_all_after_fork)
-            _fork_hook_installed = True
+_consumer = _Consumer()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_consumer.after_fork_in_child)
 
 
 class Handoff(Generic[T]):
-    """Queue items for `consume`, which is always called by one thread at a time.
+    """Queue items for `consume`, which is only ever called by one thread at a time.
 
     Args:
-        consume: called with a list of items, in the order they were put.
-        capacity: the most items held; `put()` refuses more rather than grow or block.
-        batch_size: how many queued items wake the background consumer.
-        name: the background thread's name.
+        consume: called with a list of at most `batch_size` items, in the order they came.
+        capacity: about the most items held (producers racing may pass it by one each);
+            `put()` refuses more rather than grow or block.
+        batch_size: how many queued items wake the consumer, and the most it folds at once.
+        after_fork: called in a forked child, after the queue was emptied.
     """
 
     def __init__(
@@ -56,20 +89,16 @@ class Handoff(Generic[T]):
         *,
         capacity: int,
         batch_size: int,
-        name: str,
+        after_fork: Callable[[], None] | None = None,
     ) -> None:
         self._consume = consume
         self._capacity = capacity
         self._batch_size = batch_size
-        self._name = name
+        self._after_fork = after_fork
         self._items: deque[T] = deque()
         self._drain_lock = threading.Lock()
-        self._thread_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._woken = False
-        _install_fork_hook()
-        _live_handoffs.add(self)  # type: ignore[arg-type]
+        self._signalled = False
+        _consumer.register(self)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -80,77 +109,55 @@ class Handoff(Generic[T]):
         if len(items) >= self._capacity:
             return False
         items.append(item)
-        if len(items) >= self._batch_size and not self._woken:
-            self._start_consumer()
+        if len(items) >= self._batch_size and not self._signalled:
+            self._signalled = True
+            _consumer.wake.set()
         return True
 
     def drain(self) -> None:
-        """Consume everything queued now, on this thread, after any batch already under way."""
+        """Fold everything queued when called, on this thread, after any batch under way."""
         with self._drain_lock:
-            self._drain_locked()
+            self._fold(len(self._items))
 
-    def drain_then(self, read: Callable[[], R]) -> R:
-        """Drain, then call `read` while no batch can be consumed: a consistent view of state."""
+    def drain_then(self, read: Callable[[], R], *, limit: int) -> R:
+        """Fold what is queued (at most `limit` items), then call `read` before any other
+        batch is folded: a consistent view that costs a bounded time however busy it is."""
         with self._drain_lock:
-            self._drain_locked()
+            self._fold(min(len(self._items), limit))
             return read()
 
-    def _drain_locked(self) -> None:
-        items = self._items
-        while items:
-            batch = [items.popleft() for _ in range(min(len(items), self._batch_size))]
+    def drain_in_batches(self) -> None:
+        """Fold what is queued now, one batch per hold of the lock (the consumer thread's way)."""
+        self._signalled = False
+        remaining = len(self._items)
+        while remaining > 0:
+            with self._drain_lock:
+                taken = self._fold(min(remaining, self._batch_size))
+            if not taken:  # a collection drained the rest meanwhile
+                return
+            remaining -= taken
+            # Locks are not fair: without giving up the CPU here this thread would take the
+            # lock again before a collection waiting for it is even scheduled.
+            time.sleep(0)
+
+    def _fold(self, count: int) -> int:
+        """Consume up to `count` items in batches; return how many were taken."""
+        items, taken = self._items, 0
+        while taken < count and items:
+            batch = [
+                items.popleft() for _ in range(min(count - taken, len(items), self._batch_size))
+            ]
+            taken += len(batch)
             try:
                 self._consume(batch)
             except Exception:
                 logger.exception("otel_tokens: consuming a batch of %d failed", len(batch))
+        return taken
 
-    def _start_consumer(self) -> None:
-        with self._thread_lock:
-            self._woken = True
-            self._wake.set()
-            if self._thread is None:
-                thread = threading.Thread(
-                    target=_consumer_loop,
-                    args=(weakref.ref(self), self._wake),
-                    name=self._name,
-                    daemon=True,
-                )
-                try:
-                    thread.start()
-                except RuntimeError:
-                    # No new threads at interpreter shutdown: collections still drain.
-                    return
-                self._thread = thread
-
-    def _idle_exit(self) -> bool:
-        """Forget the consumer thread if nothing woke it meanwhile; True when it may stop."""
-        with self._thread_lock:
-            if self._wake.is_set():
-                return False
-            self._thread = None
-            return True
-
-    def _reset_after_fork(self) -> None:
-        # The parent still owns what it queued; the child must not record it again, and
-        # locks held by parent threads at fork time would never be released here.
+    def after_fork_in_child(self) -> None:
+        """Forget what the parent queued (the parent records it) and locks held at the fork."""
         self._items.clear()
         self._drain_lock = threading.Lock()
-        self._thread_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread = None
-        self._woken = False
-
-
-def _consumer_loop(ref: weakref.ref[Handoff[object]], wake: threading.Event) -> None:
-    while True:
-        woke = wake.wait(_IDLE_EXIT_S)
-        handoff = ref()
-        if handoff is None or handoff._wake is not wake:
-            return
-        if woke:
-            wake.clear()
-            handoff._woken = False
-            handoff.drain()
-        elif handoff._idle_exit():
-            return
-        del handoff
+        self._signalled = False
+        if self._after_fork is not None:
+            self._after_fork()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 
 from otel_tokens._usage import Usage
 
@@ -12,6 +12,9 @@ from otel_tokens._usage import Usage
 #: with up to six decimals is then a whole number per token, and sums are exact.
 PICO_PER_USD = 10**12
 _PICO_PER_TOKEN_PER_USD_PER_MILLION = 10**6
+
+#: No model costs more than this per million tokens; a larger number is a unit mistake.
+_MAX_USD_PER_MILLION = 1_000_000
 
 PriceValue = Decimal | str | int | float
 
@@ -23,11 +26,17 @@ def _to_decimal(name: str, value: PriceValue) -> Decimal:
     try:
         # str() first so that 2.5 means 2.5, not the binary float nearest to it.
         number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
-    except (InvalidOperation, TypeError, ValueError):
+    except (DecimalException, TypeError, ValueError):
         msg = f"ModelPrice.{name} must be a number of USD per million tokens, got {value!r}"
         raise ValueError(msg) from None
     if not number.is_finite() or number < 0:
         msg = f"ModelPrice.{name} must be a finite price >= 0 USD per million tokens, got {value!r}"
+        raise ValueError(msg)
+    if number > _MAX_USD_PER_MILLION:
+        msg = (
+            f"ModelPrice.{name} must be at most {_MAX_USD_PER_MILLION:,} USD per million "
+            f"tokens, got {value!r}"
+        )
         raise ValueError(msg)
     if (number * _PICO_PER_TOKEN_PER_USD_PER_MILLION) % 1 != 0:
         msg = f"ModelPrice.{name} has more than 6 decimals of USD per million tokens: {value!r}"
@@ -94,8 +103,10 @@ class PriceTable:
     """Prices by model name; a model it does not know is unpriced, never free.
 
     Args:
-        prices: model name → its price. A `Usage` is priced by its response model, or
-            else by its request model.
+        prices: model name → its price. A `Usage` is priced by its response model, or by
+            its request model when the response model is a dated snapshot of it
+            ("gpt-4o-mini-2024-07-18" answering "gpt-4o-mini"); never by a different model
+            that a router chose, which would be a wrong price rather than no price.
 
     Raises:
         ValueError: a key that is not a non-empty str, or a value that is not a ModelPrice.
@@ -123,8 +134,9 @@ class PriceTable:
     def cost_pico(self, usage: Usage) -> int | None:
         """Cost of `usage` in pico-dollars, or None when its model has no price."""
         rates = self._rates.get(usage.model)
-        if rates is None and usage.request_model is not None:
-            rates = self._rates.get(usage.request_model)
+        requested = usage.request_model
+        if rates is None and requested is not None and usage.model.startswith(requested):
+            rates = self._rates.get(requested)
         if rates is None:
             return None
         rate_in, rate_read, rate_write, rate_out, rate_reasoning = rates

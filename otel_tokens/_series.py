@@ -38,7 +38,6 @@ class Series:
         "reasoning_tokens",
         "requests",
         "system_tokens",
-        "unpriced",
         "unpriced_tokens",
     )
 
@@ -56,7 +55,6 @@ class Series:
         self.cost_pico = 0
         self.priced = False
         self.unpriced_tokens = 0
-        self.unpriced = False
 
 
 class SeriesTable:
@@ -92,7 +90,7 @@ class SeriesTable:
         # Raw label tuple → series, so the common case skips sanitising. Bounded separately,
         # since many raw tuples can share one series (cut labels, "other" models).
         self._by_raw: dict[tuple[object, ...], Series] = {}
-        self._max_raw = 4 * max_series
+        self._max_raw = 2 * max_series
         self.overflow: Series | None = None
 
     def __len__(self) -> int:

@@ -140,7 +140,7 @@ class TrackedRequest:
             status = "error"  # naming the failure is how a block that does not raise fails
         if isinstance(exc, Exception):
             status = "error"
-            error_type = error_type or type(exc).__qualname__
+            error_type = error_type or type(exc).__name__
         elif exc is not None:
             status = "canceled"
         ttft = None if self._first_token_at is None else self._first_token_at - self._started

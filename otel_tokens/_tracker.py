@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections import Counter
 from collections.abc import Callable, Iterable
 
 from opentelemetry.context import get_current
@@ -13,7 +12,7 @@ from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
 from otel_tokens import _instruments as spec
 from otel_tokens import _names as n
-from otel_tokens._aggregator import Aggregator, Histograms, Queued
+from otel_tokens._aggregator import Aggregator, Drops, Histograms, Queued
 from otel_tokens._fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._handoff import Handoff
 from otel_tokens._pricing import PriceTable
@@ -23,9 +22,14 @@ from otel_tokens._usage import Usage
 from otel_tokens._warn import WarnOnce
 
 #: Records held between `record()` and the consumer; past it `record()` drops and counts.
-QUEUE_CAPACITY = 65_536
+#: About a second of the consumer's work, which bounds how long a collection can take.
+QUEUE_CAPACITY = 16_384
 #: Records that wake the background consumer.
 BATCH_SIZE = 512
+#: Records each collection callback folds at most before it reads. Normally the queue is far
+#: shorter and the first callback folds all of it, so exports match direct recording; when
+#: producers outpace the consumer it bounds how long a collection takes (11 callbacks).
+COLLECT_DRAIN_LIMIT = 4 * BATCH_SIZE
 
 _meters_in_use: weakref.WeakSet[Meter] = weakref.WeakSet()
 _meters_lock = threading.Lock()
@@ -47,9 +51,18 @@ def _claim_meter(meter: Meter) -> None:
         _meters_in_use.add(meter)
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> int:
+#: The SDK keeps 2000 series per instrument and the token histogram has two per attribute
+#: set (input and output): past this the SDK's own overflow would merge them, uncounted.
+MAX_SERIES = 999
+_MAX_SERIES_WHY = (
+    " (the SDK keeps 2000 series per instrument and gen_ai.client.token.usage has two per "
+    "attribute set)"
+)
+
+
+def _check_int(name: str, value: object, low: int, high: int, why: str = "") -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        msg = f"{name} must be an int from {low} to {high}, got {value!r}"
+        msg = f"{name} must be an int from {low} to {high}{why}, got {value!r}"
         raise ValueError(msg)
     return value
 
@@ -57,8 +70,9 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
 class TokenTracker:
     """Record LLM token usage, cost and latency as OpenTelemetry metrics.
 
-    `record()` only queues the `Usage` (well under a microsecond, no lock, no I/O); one
-    consumer, on a background thread or on the thread that collects metrics, checks it,
+    `record()` only queues the `Usage` (under a microsecond, no I/O, no lock but a wake-up
+    once per batch); one consumer, on a background thread or on the thread that collects
+    metrics, checks it,
     adds it to bounded in-process totals and records its histogram points. Counters reach
     OpenTelemetry as observable counters and every collection first consumes what is
     queued, so exported data is the same as recording each instrument directly.
@@ -67,9 +81,9 @@ class TokenTracker:
         meter: the meter to create instruments on; one tracker per meter.
         prices: prices by model; without it every token counts as unpriced.
         models: an allow-list of model names; others are reported as "other".
-        max_series: the most attribute sets kept per instrument (the token histogram has
-            two series per set, input and output); new ones beyond it go to one overflow
-            series. The SDK's own limit is 2000 series per instrument.
+        max_series: the most attribute sets kept, at most 999; new ones beyond it go to one
+            overflow series. The token histogram has two series per set (input and output),
+            which keeps every instrument under the SDK's 2000 series.
         max_label_length: label values longer than this are cut.
         opt_in_attributes: any of "llm.provider.uuid", "llm.rule.uuid", "llm.api_key.id".
         api_key_secret: the per-deployment secret of the API key fingerprint; defaults to the
@@ -98,8 +112,8 @@ class TokenTracker:
         opt_in_attributes: Iterable[str] = (),
         api_key_secret: bytes | str | None = None,
     ) -> None:
-        _check_int("max_series", max_series, 1, 100_000)
-        _check_int("max_label_length", max_label_length, 8, 4096)
+        _check_int("max_series", max_series, 1, MAX_SERIES, why=_MAX_SERIES_WHY)
+        _check_int("max_label_length", max_label_length, 8, 1024)
         if prices is not None and not isinstance(prices, PriceTable):
             msg = f"prices must be a PriceTable, got {type(prices).__name__}"
             raise ValueError(msg)
@@ -126,25 +140,28 @@ class TokenTracker:
             )
             raise ValueError(msg)
 
-        self._warn = WarnOnce()
-        table = SeriesTable(
-            max_series=max_series,
-            max_label_length=max_label_length,
-            models=allowed,
-            opt_in=opt_in,
-            fingerprint=fingerprint,
-            warn=self._warn,
-        )
+        self._histograms = _create_histograms(meter)
+        self._prices = prices
+
+        def new_table() -> SeriesTable:
+            return SeriesTable(
+                max_series=max_series,
+                max_label_length=max_label_length,
+                models=allowed,
+                opt_in=opt_in,
+                fingerprint=fingerprint,
+                warn=self._warn,
+            )
+
+        self._new_table = new_table
+        self._start_afresh()
         _claim_meter(meter)
-        self._aggregator = Aggregator(table, _create_histograms(meter), prices, self._warn)
         self._handoff: Handoff[Queued] = Handoff(
-            self._aggregator.consume,
+            self._consume,
             capacity=QUEUE_CAPACITY,
             batch_size=BATCH_SIZE,
-            name="otel_tokens-aggregator",
+            after_fork=self._start_afresh,
         )
-        self._hot_drops: Counter[str] = Counter()
-        self._hot_drops_lock = threading.Lock()
         for counter in spec.USAGE_COUNTERS:
             meter.create_observable_counter(
                 counter.name,
@@ -165,6 +182,15 @@ class TokenTracker:
             description=spec.OVERFLOWED.description,
         )
 
+    def _start_afresh(self) -> None:
+        """Empty totals; also what a forked child starts from, so it reports only its own
+        requests (the SDK's own histogram state, which it also inherits, is not reset)."""
+        self._warn = WarnOnce()
+        self._drops = Drops(self._warn)
+        self._aggregator = Aggregator(
+            self._new_table(), self._histograms, self._prices, self._drops, self._warn
+        )
+
     def record(self, usage: Usage) -> None:
         """Queue one finished request's usage to be recorded; never raises, never blocks.
 
@@ -177,12 +203,12 @@ class TokenTracker:
         """
         try:
             if not self._handoff.put((usage, get_current())):
-                self._drop_on_request_path(
+                self._drops.add(
                     "queue_full",
                     f"the queue of {QUEUE_CAPACITY} records waiting to be aggregated is full",
                 )
         except Exception:
-            self._drop_on_request_path("internal_error", "queuing the record failed")
+            self._drops.add("internal_error", "queuing the record failed", exc_info=True)
 
     def track(
         self,
@@ -243,33 +269,24 @@ class TokenTracker:
         """
         self._handoff.drain()
 
-    def _drop_on_request_path(self, reason: str, why: str) -> None:
-        with self._hot_drops_lock:
-            self._hot_drops[reason] += 1
-        self._warn(
-            ("drop", reason),
-            "otel_tokens dropped a usage record: %s. Drops are counted on "
-            "otel_tokens.records.dropped{reason=%r}; this is logged once per reason",
-            why,
-            reason,
-            exc_info=reason == "internal_error",
-        )
+    def _consume(self, batch: list[Queued]) -> None:
+        self._aggregator.consume(batch)
 
     def _usage_callback(self, name: str) -> Callable[[CallbackOptions], list[Observation]]:
-        aggregator = self._aggregator
-
         def observe(options: CallbackOptions) -> list[Observation]:
-            return self._handoff.drain_then(lambda: aggregator.counter_observations(name))
+            return self._handoff.drain_then(
+                lambda: self._aggregator.counter_observations(name), limit=COLLECT_DRAIN_LIMIT
+            )
 
         return observe
 
     def _dropped_callback(self, options: CallbackOptions) -> list[Observation]:
-        with self._hot_drops_lock:
-            hot = list(self._hot_drops.items())
-        return self._handoff.drain_then(lambda: self._aggregator.drop_observations(hot))
+        return self._handoff.drain_then(self._drops.observations, limit=COLLECT_DRAIN_LIMIT)
 
     def _overflow_callback(self, options: CallbackOptions) -> list[Observation]:
-        return self._handoff.drain_then(lambda: [Observation(self._aggregator.overflowed)])
+        return self._handoff.drain_then(
+            lambda: [Observation(self._aggregator.overflowed)], limit=COLLECT_DRAIN_LIMIT
+        )
 
 
 def _create_histograms(meter: Meter) -> Histograms:

@@ -7,13 +7,18 @@ import threading
 
 logger = logging.getLogger("otel_tokens")
 
-_MAX_KINDS = 1024
-
 
 class WarnOnce:
-    """Log a warning the first time each key is seen; remember at most a bounded number of keys."""
+    """Log a warning the first time each key is seen.
 
-    def __init__(self) -> None:
+    Args:
+        limit: the most keys remembered, for keys that come from data (model names); None for
+            keys that come from a fixed set in the code. Past the limit one last warning says
+            so and later new keys are not logged.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._limit = limit
         self._seen: set[object] = set()
         self._lock = threading.Lock()
 
@@ -21,9 +26,9 @@ class WarnOnce:
         if key in self._seen:
             return
         with self._lock:
-            if key in self._seen or len(self._seen) >= _MAX_KINDS:
+            if key in self._seen or (self._limit is not None and len(self._seen) >= self._limit):
                 return
             self._seen.add(key)
-            if len(self._seen) == _MAX_KINDS:
-                message += "; this is the last new kind of warning this tracker logs"
+            if self._limit is not None and len(self._seen) == self._limit:
+                message += " (later ones of this kind are not logged)"
         logger.warning(message, *args, exc_info=exc_info)

@@ -65,6 +65,34 @@ def test_admitted_series_keep_counting_after_the_cap_is_reached() -> None:
     assert metrics.value("llm.requests", {"otel.metric.overflow": True}) == 2
 
 
+def test_largest_series_cap_keeps_every_instrument_inside_the_sdk_limit() -> None:
+    metrics = InMemoryMetrics(max_series=999)
+    for i in range(1_100):
+        metrics.tracker.record(usage(user_tier=f"t{i}", output_tokens=1, latency_s=0.1))
+    tokens = metrics.points("gen_ai.client.token.usage")
+    assert len(tokens) == 2 * 1000  # 999 sets and the tracker's overflow set, input and output
+    assert metrics.value("otel_tokens.series.overflow") == 101  # counted by the tracker
+    overflow = [p for p in tokens if p.attributes.get("otel.metric.overflow")]
+    assert all("gen_ai.token.type" in p.attributes for p in overflow)  # not the SDK's overflow
+
+
+def test_overflow_is_still_warned_after_a_flood_of_unpriced_model_names(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from otel_tokens import ModelPrice, PriceTable
+
+    metrics = InMemoryMetrics(max_series=200, prices=PriceTable({"m": ModelPrice(1, 1)}))
+    for i in range(1_500):
+        metrics.tracker.record(usage(model=f"ft:client-chosen-{i}-" + "x" * 500))
+    metrics.tracker.record(usage(input_tokens=-1))
+    metrics.metrics()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("has no price" in m for m in messages) == 64  # bounded, then silent
+    assert sum("series cap" in m for m in messages) == 1
+    assert sum("dropped a usage record" in m for m in messages) == 1
+    assert max(len(m) for m in messages) < 1000  # long model names are cut in the log too
+
+
 def _resident_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -82,8 +110,8 @@ def test_memory_stays_flat_under_a_million_distinct_tiers_and_models() -> None:
                 tracker.record(usage(user_tier=f"tier-{i}"))
             else:
                 tracker.record(usage(model=f"model-{i}"))
-            if i % 20_000 == 0:
-                metrics.metrics()  # a collection, as an exporter makes
+            if i % 10_000 == 0:
+                metrics.metrics()  # a collection, as an exporter makes; within the queue's size
         metrics.metrics()
 
     throw(0, 200_000)  # past the cap and every cache's bound
@@ -101,9 +129,10 @@ def test_memory_stays_flat_under_a_million_distinct_tiers_and_models() -> None:
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        ({"max_series": 0}, "max_series must be an int from 1 to 100000, got 0"),
+        ({"max_series": 0}, "max_series must be an int from 1 to 999"),
+        ({"max_series": 1000}, "the SDK keeps 2000 series per instrument"),
         ({"max_series": "10"}, "max_series must be an int"),
-        ({"max_label_length": 2}, "max_label_length must be an int from 8 to 4096, got 2"),
+        ({"max_label_length": 2}, "max_label_length must be an int from 8 to 1024, got 2"),
         ({"models": ["gpt-4o", ""]}, "models must be non-empty str model names"),
         ({"opt_in_attributes": ["llm.user.id"]}, "unknown opt-in attributes ['llm.user.id']"),
         ({"prices": {"gpt-4o": 1}}, "prices must be a PriceTable, got dict"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -11,12 +13,14 @@ from otel_tokens import Usage, _handoff, _tracker
 from otel_tokens.testing import InMemoryMetrics
 
 USAGE = Usage(provider="openai", model="gpt-4o", input_tokens=3)
+#: Three histogram points to fold: the consumer's slowest common case.
+HEAVY = Usage(provider="openai", model="gpt-4o", input_tokens=10, output_tokens=5, latency_s=0.3)
 
 
-def _wait_until(condition: object, seconds: float = 10.0) -> bool:
+def _wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return True
         time.sleep(0.01)
     return False
@@ -30,6 +34,7 @@ def test_full_queue_drops_and_counts_instead_of_growing_or_blocking(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(_tracker, "QUEUE_CAPACITY", 10)  # below the batch that wakes the consumer
+    monkeypatch.setattr(_handoff, "_WAKE_EVERY_S", 3600)  # and no timed wake-up either
     metrics = InMemoryMetrics()
     for _ in range(25):
         metrics.tracker.record(USAGE)
@@ -45,28 +50,64 @@ def test_a_full_batch_is_folded_by_the_background_consumer_without_a_collection(
     assert _wait_until(lambda: _folded(metrics) >= _tracker.BATCH_SIZE)
 
 
-def test_consumer_thread_exits_when_idle_and_starts_again_when_needed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(_handoff, "_IDLE_EXIT_S", 0.05)
+def test_record_never_starts_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics = InMemoryMetrics()  # setup may start the process's consumer thread
+    started: list[threading.Thread] = []
+    monkeypatch.setattr(threading.Thread, "start", started.append)
+    for _ in range(3 * _tracker.BATCH_SIZE):
+        metrics.tracker.record(USAGE)
+    assert started == []
+    assert _wait_until(lambda: _folded(metrics) >= 2 * _tracker.BATCH_SIZE)
+
+
+@pytest.mark.parametrize("yield_every", [0, 100], ids=["tight-loop", "yielding"])
+def test_collections_finish_while_producers_outpace_the_consumer(yield_every: int) -> None:
     metrics = InMemoryMetrics()
-    handoff = metrics.tracker._handoff
-    for _ in range(_tracker.BATCH_SIZE):
-        metrics.tracker.record(USAGE)
-    assert handoff._thread is not None
-    assert _wait_until(lambda: handoff._thread is None)
-    for _ in range(_tracker.BATCH_SIZE):
-        metrics.tracker.record(USAGE)
-    assert _wait_until(lambda: _folded(metrics) == 2 * _tracker.BATCH_SIZE)
+    stop = threading.Event()
+    produced = [0, 0]
+    collections: list[int] = []
+
+    def produce(slot: int) -> None:
+        while not stop.is_set() and produced[slot] < 5_000_000:  # bounded either way
+            metrics.tracker.record(HEAVY)
+            produced[slot] += 1
+            if yield_every and produced[slot] % yield_every == 0:
+                time.sleep(0)
+
+    def collect() -> None:
+        for _ in range(2):
+            metrics.metrics()  # each must return while the producers still run
+            collections.append(1)
+
+    producers = [threading.Thread(target=produce, args=(i,)) for i in range(2)]
+    for producer in producers:
+        producer.start()
+    # Collect only once the consumer is saturated: a standing backlog of several batches.
+    assert _wait_until(lambda: len(metrics.tracker._handoff) >= 8 * _tracker.BATCH_SIZE, 60)
+    collector = threading.Thread(target=collect)
+    collector.start()
+    collector.join(timeout=120)  # a bound for the test, not a timing assertion
+    still_producing = not stop.is_set() and all(p.is_alive() for p in producers)
+    stop.set()
+    for producer in producers:
+        producer.join()
+    collector.join()
+    assert len(collections) == 2 and still_producing
+    accepted = metrics.value("llm.requests")
+    dropped = metrics.value("otel_tokens.records.dropped", reason="queue_full")
+    assert accepted + dropped == sum(produced)  # every record is either counted or a drop
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_forked_child_does_not_record_what_the_parent_queued() -> None:
+def test_forked_child_reports_only_its_own_records() -> None:
     metrics = InMemoryMetrics()
+    for _ in range(5):
+        metrics.tracker.record(USAGE)
+    metrics.metrics()  # folded into the totals before the fork
     for _ in range(7):
-        metrics.tracker.record(USAGE)  # queued, not yet folded
+        metrics.tracker.record(USAGE)  # still queued at the fork
     pid = os.fork()
-    if pid == 0:  # the child: fold, count, and report through the exit code
+    if pid == 0:  # the child: record one, fold, report the count through the exit code
         try:
             metrics.tracker.record(USAGE)
             metrics.tracker.flush()
@@ -74,5 +115,22 @@ def test_forked_child_does_not_record_what_the_parent_queued() -> None:
         finally:
             os._exit(99)
     _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 1  # only its own record
-    assert metrics.value("llm.requests") == 7  # the parent keeps its own
+    assert os.WEXITSTATUS(status) == 1
+    assert metrics.value("llm.requests") == 12  # the parent keeps all of its own
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_has_a_consumer_thread_of_its_own() -> None:
+    metrics = InMemoryMetrics()
+    metrics.tracker.record(USAGE)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for _ in range(_tracker.BATCH_SIZE):
+                metrics.tracker.record(USAGE)
+            folded = _wait_until(lambda: _folded(metrics) >= _tracker.BATCH_SIZE)
+            os._exit(0 if folded else 1)
+        finally:
+            os._exit(99)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0

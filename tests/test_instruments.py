@@ -94,7 +94,9 @@ def test_every_contract_instrument_exists_with_kind_and_unit(recorded: InMemoryM
 def test_histograms_use_the_conventions_advised_buckets(
     recorded: InMemoryMetrics, name: str, bounds: list[float]
 ) -> None:
-    for point in recorded.points(name):
+    points = recorded.points(name)
+    assert points
+    for point in points:
         assert list(point.explicit_bounds) == bounds
 
 

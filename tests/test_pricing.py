@@ -50,6 +50,12 @@ def test_price_is_found_by_request_model_when_the_response_model_is_a_snapshot()
     assert TABLE.cost_usd(usage) == Decimal("0.15")
 
 
+def test_a_different_model_chosen_by_a_router_is_not_priced_as_the_requested_one() -> None:
+    usage = Usage(provider="openai", model="mystery-model", request_model="gpt-4o-mini",
+                  input_tokens=1_000)  # fmt: skip
+    assert TABLE.cost_usd(usage) is None
+
+
 def test_unknown_model_has_no_price_rather_than_zero() -> None:
     assert TABLE.cost_usd(Usage(provider="x", model="unknown", input_tokens=5)) is None
 
@@ -71,6 +77,7 @@ def test_a_million_tiny_costs_sum_without_drift() -> None:
         ({"input": "1", "output": "nan"}, "ModelPrice.output must be a finite price"),
         ({"input": "0.0000001", "output": "1"}, "more than 6 decimals"),
         ({"input": True, "output": "1"}, "got True"),
+        ({"input": "1e30", "output": "1"}, "must be at most 1,000,000 USD per million tokens"),
     ],
 )
 def test_bad_prices_raise_at_setup(kwargs: dict[str, object], words: str) -> None:

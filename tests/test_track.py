@@ -39,6 +39,17 @@ def test_exception_is_an_error_with_its_class_name_and_still_propagates(
     assert metrics.value("llm.usage.input_tokens", status="error") == 50
 
 
+def test_an_exception_class_defined_in_a_function_is_named_by_its_plain_name(
+    metrics: InMemoryMetrics,
+) -> None:
+    class LocalError(Exception):
+        pass
+
+    with pytest.raises(LocalError), metrics.tracker.track(provider="openai", model="gpt-4o"):
+        raise LocalError
+    assert metrics.value("llm.requests", error_type="LocalError") == 1
+
+
 def test_error_type_set_in_the_block_wins_over_the_class_name(metrics: InMemoryMetrics) -> None:
     with (
         pytest.raises(RuntimeError),
