@@ -140,6 +140,7 @@ class TokenTracker:
             )
             raise ValueError(msg)
 
+        _claim_meter(meter)
         self._histograms = _create_histograms(meter)
         self._prices = prices
 
@@ -155,7 +156,6 @@ class TokenTracker:
 
         self._new_table = new_table
         self._start_afresh()
-        _claim_meter(meter)
         self._handoff: Handoff[Queued] = Handoff(
             self._consume,
             capacity=QUEUE_CAPACITY,
