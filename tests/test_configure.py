@@ -232,6 +232,29 @@ def test_each_worker_process_gets_its_own_service_instance_id(telemetries: list[
     assert len(child_id) == 36 and child_id != parent.service_instance_id
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_using_a_telemetry_made_before_a_fork_warns_in_the_child(
+    telemetries: list[Telemetry],
+) -> None:
+    telemetry = configure(exporters="none")
+    telemetries.append(telemetry)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import logging
+
+            warned: list[str] = []
+            handler = logging.Handler()
+            handler.emit = lambda record: warned.append(record.getMessage())  # type: ignore[method-assign]
+            logging.getLogger("otel_tokens").addHandler(handler)
+            telemetry.tracker()
+            os._exit(0 if any("Call configure() in each worker" in m for m in warned) else 1)
+        finally:
+            os._exit(99)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+
+
 def test_service_instance_id_from_the_environment_is_kept(
     monkeypatch: pytest.MonkeyPatch, telemetries: list[Telemetry]
 ) -> None:

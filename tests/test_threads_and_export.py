@@ -108,3 +108,16 @@ def test_exported_cost_is_the_exact_decimal_sum() -> None:
         metrics.tracker.record(usage)
     exact = sum(PRICES.cost_usd(u) or 0 for u in usages)
     assert metrics.value("llm.usage.cost") == pytest.approx(float(exact), rel=1e-15)
+
+
+def test_histogram_exemplars_point_at_the_trace_that_recorded_them() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    metrics = InMemoryMetrics()
+    tracer = TracerProvider().get_tracer("gateway")
+    with tracer.start_as_current_span("llm-call") as span:
+        metrics.tracker.record(Usage(provider="openai", model="gpt-4o", input_tokens=5))
+        trace_id = span.get_span_context().trace_id
+    metrics.tracker.flush()  # folded on this thread, after the span ended: the context travels
+    (point,) = metrics.points("gen_ai.client.token.usage")
+    assert [e.trace_id for e in point.exemplars] == [trace_id]
