@@ -257,6 +257,8 @@ class Telemetry:
             self._shut_down = True
         atexit.unregister(self.shutdown)
         try:
+            if self._tracker is not None:
+                self._tracker.flush()  # so that the final export holds every record
             self.meter_provider.shutdown()
         finally:
             if self._prometheus is not None:

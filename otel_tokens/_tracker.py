@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import weakref
@@ -156,6 +157,9 @@ class TokenTracker:
 
         self._new_table = new_table
         self._start_afresh()
+        # Exit handlers run last-registered first: this one runs before the shutdown of a
+        # MeterProvider made earlier, whose final collection then exports every record.
+        atexit.register(_flush_at_exit, weakref.ref(self))
         self._handoff: Handoff[Queued] = Handoff(
             self._consume,
             capacity=QUEUE_CAPACITY,
@@ -265,7 +269,10 @@ class TokenTracker:
     def flush(self) -> None:
         """Fold everything queued into the instruments now, on this thread.
 
-        Collections do this themselves; call it before reading metrics some other way.
+        Collections fold what is queued (up to 2048 records per instrument, so that they
+        end under any load); call this before shutting down a MeterProvider of your own, so
+        that its final export holds every record. `Telemetry.shutdown()` and interpreter
+        exit do it for you.
         """
         self._handoff.drain()
 
@@ -287,6 +294,12 @@ class TokenTracker:
         return self._handoff.drain_then(
             lambda: [Observation(self._aggregator.overflowed)], limit=COLLECT_DRAIN_LIMIT
         )
+
+
+def _flush_at_exit(ref: weakref.ref[TokenTracker]) -> None:
+    tracker = ref()
+    if tracker is not None:
+        tracker.flush()
 
 
 def _create_histograms(meter: Meter) -> Histograms:

@@ -349,3 +349,55 @@ def test_a_missing_extra_names_the_pip_install_to_run(
     monkeypatch.setitem(sys.modules, module, None)  # makes the import fail, as if not installed
     with pytest.raises(ImportError, match=f"pip install 'otel_tokens\\[{extra}\\]'"):
         configure(exporters=exporters, prometheus_port=0)
+
+
+def test_shutdown_exports_a_backlog_larger_than_one_collection_folds() -> None:
+    from otel_tokens import _tracker
+
+    receiver = HttpReceiver()
+    try:
+        telemetry = configure(
+            exporters="otlp", otlp_protocol="http/protobuf", otlp_endpoint=receiver.endpoint,
+            export_interval_s=3600,
+        )  # fmt: skip
+        tracker = telemetry.tracker()
+        backlog = 3 * _tracker.COLLECT_DRAIN_LIMIT
+        handoff = tracker._handoff
+        with handoff._drain_lock:  # hold the consumer off: all of it is still queued
+            for _ in range(backlog):
+                tracker.record(Usage(provider="openai", model="gpt-4o", input_tokens=1))
+            assert len(handoff) == backlog
+        telemetry.shutdown()
+        points = receiver.wait_for("llm.requests")
+        requests = [v for (name, _), v in points.items() if name == "llm.requests"]
+        tokens = [v for (name, _), v in points.items() if name == "llm.usage.input_tokens"]
+        assert requests == [backlog] and tokens == [backlog]
+    finally:
+        receiver.close()
+
+
+def test_exit_exports_a_large_backlog_from_a_provider_of_the_users_own() -> None:
+    receiver = HttpReceiver()
+    try:
+        script = textwrap.dedent(f"""
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+            from otel_tokens import TokenTracker, Usage, _tracker
+
+            _tracker.BATCH_SIZE = 10**6  # the consumer thread is never woken: all stays queued
+            reader = PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint="{receiver.endpoint}/v1/metrics"),
+                export_interval_millis=3_600_000,
+            )
+            provider = MeterProvider(metric_readers=[reader])  # shuts down at exit by itself
+            tracker = TokenTracker(provider.get_meter("own"))
+            for _ in range(6000):
+                tracker.record(Usage(provider="openai", model="gpt-4o", input_tokens=1))
+        """)
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+        points = receiver.wait_for("llm.usage.input_tokens")
+        tokens = [v for (name, _), v in points.items() if name == "llm.usage.input_tokens"]
+        assert tokens == [6000]
+    finally:
+        receiver.close()
