@@ -45,11 +45,31 @@ class Drops:
     def __init__(self, warn: WarnOnce) -> None:
         self._warn = warn
         self._counts: Counter[str] = Counter()
+        self._unsaid: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def add(self, reason: str, why: str, *, exc_info: bool = False) -> None:
+    def add(self, reason: str, why: str, count: int = 1, *, exc_info: bool = False) -> None:
+        """Count and warn now: for the consumer and collections, never the request path."""
+        with self._lock:
+            self._counts[reason] += count
+        self._say(reason, why, exc_info=exc_info)
+
+    def add_later(self, reason: str, why: str) -> None:
+        """Count now and leave the warning to the consumer: logging may block, `record()` not."""
         with self._lock:
             self._counts[reason] += 1
+            self._unsaid.setdefault(reason, why)
+
+    def say_pending(self) -> None:
+        """Log the warnings `add_later()` left, once per reason."""
+        if not self._unsaid:
+            return
+        with self._lock:
+            unsaid, self._unsaid = self._unsaid, {}
+        for reason, why in unsaid.items():
+            self._say(reason, why)
+
+    def _say(self, reason: str, why: str, *, exc_info: bool = False) -> None:
         self._warn(
             ("drop", reason),
             "otel_tokens dropped a usage record: %s. Drops are counted on "
@@ -60,6 +80,7 @@ class Drops:
         )
 
     def observations(self) -> list[Observation]:
+        self.say_pending()
         with self._lock:
             counts = list(self._counts.items())
         return [Observation(count, {n.DROP_REASON: reason}) for reason, count in counts]
@@ -109,17 +130,27 @@ class Aggregator:
 
     def consume(self, batch: list[Queued]) -> None:
         """Fold `batch` in; a record that cannot be recorded is dropped, counted and warned."""
-        for usage, context in batch:
-            try:
-                fault = find_fault(usage)
-                if fault is None:
-                    self._fold(cast(Usage, usage), context)
-                else:
-                    self._drops.add(fault.kind, fault.message)
-            except Exception:
+        self._drops.say_pending()
+        done = 0
+        try:
+            for usage, context in batch:
+                try:
+                    fault = find_fault(usage)
+                    if fault is None:
+                        self._fold(cast(Usage, usage), context)
+                    else:
+                        self._drops.add(fault.kind, fault.message)
+                except Exception:
+                    self._drops.add(
+                        "internal_error", f"recording {usage!r} failed (a bug: please report it)",
+                        exc_info=True,
+                    )  # fmt: skip
+                done += 1
+        finally:
+            if done < len(batch):  # KeyboardInterrupt and the like: never lose records silently
                 self._drops.add(
-                    "internal_error", f"recording {usage!r} failed (a bug: please report it)",
-                    exc_info=True,
+                    "interrupted", "folding was interrupted (KeyboardInterrupt or the like)",
+                    count=len(batch) - done,
                 )  # fmt: skip
 
     def _fold(self, usage: Usage, context: Context) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -178,6 +179,18 @@ def _otlp_reader(
     return PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms)
 
 
+_live_telemetries: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    for telemetry in list(_live_telemetries):
+        telemetry._lock = threading.Lock()  # one held by a parent thread would never be freed
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
+
+
 class Telemetry:
     """A configured MeterProvider with its exporters, and the tracker that records on it.
 
@@ -202,6 +215,7 @@ class Telemetry:
         self._shut_down = False
         self._pid = os.getpid()
         atexit.register(self.shutdown)
+        _live_telemetries.add(self)
 
     @property
     def prometheus_url(self) -> str | None:
@@ -257,8 +271,6 @@ class Telemetry:
             self._shut_down = True
         atexit.unregister(self.shutdown)
         try:
-            if self._tracker is not None:
-                self._tracker.flush()  # so that the final export holds every record
             self.meter_provider.shutdown()
         finally:
             if self._prometheus is not None:

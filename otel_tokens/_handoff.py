@@ -4,9 +4,9 @@ Request threads only append to a deque (atomic under the GIL) and, once per full
 an event. One daemon thread per process, started at setup (never on the request path) and
 again in a forked child, folds every queue a batch at a time, releasing the queue's lock
 between batches so that a metrics collection, which drains what is queued before it reads,
-waits for one batch at most. Every drain is bounded by what was queued when it began (and a
-collection's by a fixed number), so producers that outpace the consumer can never keep a
-drain or a collection from ending.
+waits for one batch at most. Every drain is bounded by what was queued when it began (at
+most the capacity), so producers that outpace the consumer can never keep a drain or a
+collection from ending.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ R = TypeVar("R")
 
 #: The consumer also wakes this often to fold queues that have not filled a batch.
 _WAKE_EVERY_S = 1.0
+#: How long a fork waits for a batch being folded to finish (see `_Consumer.before_fork`).
+_FORK_WAIT_S = 5.0
 
 
 class _Consumer:
@@ -36,11 +38,12 @@ class _Consumer:
         self._handoffs: weakref.WeakSet[Handoff[object]] = weakref.WeakSet()
         self.wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._held_for_fork: list[Handoff[object]] = []
 
     def register(self, handoff: Handoff[object]) -> None:
         with self._lock:
             self._handoffs.add(handoff)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="otel_tokens-consumer", daemon=True
                 )
@@ -51,8 +54,27 @@ class _Consumer:
         while True:
             wake.wait(_WAKE_EVERY_S)
             wake.clear()
-            for handoff in list(self._handoffs):
-                handoff.drain_in_batches()
+            with self._lock:
+                handoffs = list(self._handoffs)
+            for handoff in handoffs:
+                try:
+                    handoff.drain_in_batches()
+                except Exception:  # keep folding the others, and later ones
+                    logger.exception("otel_tokens: folding queued usage failed")
+
+    def before_fork(self) -> None:
+        # A fork while this thread folds a batch would copy the SDK's aggregation locks held
+        # by it into the child, where no thread would ever release them. Hold every queue's
+        # lock across the fork instead, so no batch is under way (bounded, should the
+        # forking thread itself be folding).
+        with self._lock:
+            handoffs = list(self._handoffs)
+        self._held_for_fork = [h for h in handoffs if h.hold_for_fork(_FORK_WAIT_S)]
+
+    def after_fork_in_parent(self) -> None:
+        for handoff in self._held_for_fork:
+            handoff.release_after_fork()
+        self._held_for_fork = []
 
     def after_fork_in_child(self) -> None:
         # Only the forking thread survives a fork: the consumer thread is gone, and locks
@@ -60,6 +82,7 @@ class _Consumer:
         self._lock = threading.Lock()
         self.wake = threading.Event()
         self._thread = None
+        self._held_for_fork = []
         handoffs = list(self._handoffs)
         for handoff in handoffs:
             handoff.after_fork_in_child()
@@ -69,7 +92,11 @@ class _Consumer:
 
 _consumer = _Consumer()
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_consumer.after_fork_in_child)
+    os.register_at_fork(
+        before=_consumer.before_fork,
+        after_in_parent=_consumer.after_fork_in_parent,
+        after_in_child=_consumer.after_fork_in_child,
+    )
 
 
 class Handoff(Generic[T]):
@@ -119,11 +146,11 @@ class Handoff(Generic[T]):
         with self._drain_lock:
             self._fold(len(self._items))
 
-    def drain_then(self, read: Callable[[], R], *, limit: int) -> R:
-        """Fold what is queued (at most `limit` items), then call `read` before any other
-        batch is folded: a consistent view that costs a bounded time however busy it is."""
+    def drain_then(self, read: Callable[[], R]) -> R:
+        """Fold what is queued now (at most `capacity`, so the time is bounded however busy
+        producers are), then call `read` before any other batch is folded."""
         with self._drain_lock:
-            self._fold(min(len(self._items), limit))
+            self._fold(len(self._items))
             return read()
 
     def drain_in_batches(self) -> None:
@@ -153,6 +180,13 @@ class Handoff(Generic[T]):
             except Exception:
                 logger.exception("otel_tokens: consuming a batch of %d failed", len(batch))
         return taken
+
+    def hold_for_fork(self, wait_s: float) -> bool:
+        """Take the drain lock so that no batch is folded across a fork; False if it is busy."""
+        return self._drain_lock.acquire(timeout=wait_s)
+
+    def release_after_fork(self) -> None:
+        self._drain_lock.release()
 
     def after_fork_in_child(self) -> None:
         """Forget what the parent queued (the parent records it) and locks held at the fork."""

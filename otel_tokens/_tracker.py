@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import os
 import threading
 import weakref
@@ -23,17 +23,22 @@ from otel_tokens._usage import Usage
 from otel_tokens._warn import WarnOnce
 
 #: Records held between `record()` and the consumer; past it `record()` drops and counts.
-#: About a second of the consumer's work, which bounds how long a collection can take.
+#: A collection folds all of them first: about a second of work at most, whatever the load.
 QUEUE_CAPACITY = 16_384
 #: Records that wake the background consumer.
 BATCH_SIZE = 512
-#: Records each collection callback folds at most before it reads. Normally the queue is far
-#: shorter and the first callback folds all of it, so exports match direct recording; when
-#: producers outpace the consumer it bounds how long a collection takes (11 callbacks).
-COLLECT_DRAIN_LIMIT = 4 * BATCH_SIZE
 
 _meters_in_use: weakref.WeakSet[Meter] = weakref.WeakSet()
 _meters_lock = threading.Lock()
+
+
+def _new_meters_lock() -> None:
+    global _meters_lock  # noqa: PLW0603 - a lock another thread held at a fork is lost for good
+    _meters_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_meters_lock)
 
 
 def _claim_meter(meter: Meter) -> None:
@@ -157,34 +162,20 @@ class TokenTracker:
 
         self._new_table = new_table
         self._start_afresh()
-        # Exit handlers run last-registered first: this one runs before the shutdown of a
-        # MeterProvider made earlier, whose final collection then exports every record.
-        atexit.register(_flush_at_exit, weakref.ref(self))
         self._handoff: Handoff[Queued] = Handoff(
             self._consume,
             capacity=QUEUE_CAPACITY,
             batch_size=BATCH_SIZE,
             after_fork=self._start_afresh,
         )
-        for counter in spec.USAGE_COUNTERS:
+        self._snapshot: _Snapshot | None = None
+        for counter in (*spec.USAGE_COUNTERS, *spec.SELF_COUNTERS):
             meter.create_observable_counter(
                 counter.name,
-                callbacks=[self._usage_callback(counter.name)],
+                callbacks=[self._callback(counter.name)],
                 unit=counter.unit,
                 description=counter.description,
             )
-        meter.create_observable_counter(
-            spec.DROPPED.name,
-            callbacks=[self._dropped_callback],
-            unit=spec.DROPPED.unit,
-            description=spec.DROPPED.description,
-        )
-        meter.create_observable_counter(
-            spec.OVERFLOWED.name,
-            callbacks=[self._overflow_callback],
-            unit=spec.OVERFLOWED.unit,
-            description=spec.OVERFLOWED.description,
-        )
 
     def _start_afresh(self) -> None:
         """Empty totals; also what a forked child starts from, so it reports only its own
@@ -207,12 +198,13 @@ class TokenTracker:
         """
         try:
             if not self._handoff.put((usage, get_current())):
-                self._drops.add(
+                self._drops.add_later(
                     "queue_full",
                     f"the queue of {QUEUE_CAPACITY} records waiting to be aggregated is full",
                 )
         except Exception:
-            self._drops.add("internal_error", "queuing the record failed", exc_info=True)
+            with contextlib.suppress(Exception):
+                self._drops.add_later("internal_error", "queuing the record failed")
 
     def track(
         self,
@@ -269,37 +261,49 @@ class TokenTracker:
     def flush(self) -> None:
         """Fold everything queued into the instruments now, on this thread.
 
-        Collections fold what is queued (up to 2048 records per instrument, so that they
-        end under any load); call this before shutting down a MeterProvider of your own, so
-        that its final export holds every record. `Telemetry.shutdown()` and interpreter
-        exit do it for you.
+        Collections do this themselves; a loop that replays stored usage faster than the
+        consumer folds it calls this every few thousand records to keep the queue short.
         """
         self._handoff.drain()
 
     def _consume(self, batch: list[Queued]) -> None:
         self._aggregator.consume(batch)
 
-    def _usage_callback(self, name: str) -> Callable[[CallbackOptions], list[Observation]]:
+    def _callback(self, name: str) -> Callable[[CallbackOptions], list[Observation]]:
         def observe(options: CallbackOptions) -> list[Observation]:
-            return self._handoff.drain_then(
-                lambda: self._aggregator.counter_observations(name), limit=COLLECT_DRAIN_LIMIT
-            )
+            return self._observe(name)
 
         return observe
 
-    def _dropped_callback(self, options: CallbackOptions) -> list[Observation]:
-        return self._handoff.drain_then(self._drops.observations, limit=COLLECT_DRAIN_LIMIT)
+    def _observe(self, name: str) -> list[Observation]:
+        # The SDK calls each callback once per collection, one collection at a time: the
+        # first callback of a collection (whichever instrument it is) folds the queue and
+        # reads every counter at once, so that one export never mixes two moments.
+        snapshot = self._snapshot
+        if snapshot is None or name in snapshot.served:
+            snapshot = self._handoff.drain_then(self._take_snapshot)
+            self._snapshot = snapshot
+        snapshot.served.add(name)
+        return snapshot.observations[name]
 
-    def _overflow_callback(self, options: CallbackOptions) -> list[Observation]:
-        return self._handoff.drain_then(
-            lambda: [Observation(self._aggregator.overflowed)], limit=COLLECT_DRAIN_LIMIT
-        )
+    def _take_snapshot(self) -> _Snapshot:
+        aggregator = self._aggregator
+        observations = {
+            c.name: aggregator.counter_observations(c.name) for c in spec.USAGE_COUNTERS
+        }
+        observations[spec.DROPPED.name] = self._drops.observations()
+        observations[spec.OVERFLOWED.name] = [Observation(aggregator.overflowed)]
+        return _Snapshot(observations)
 
 
-def _flush_at_exit(ref: weakref.ref[TokenTracker]) -> None:
-    tracker = ref()
-    if tracker is not None:
-        tracker.flush()
+class _Snapshot:
+    """Every counter's observations at one moment, and which callbacks have taken theirs."""
+
+    __slots__ = ("observations", "served")
+
+    def __init__(self, observations: dict[str, list[Observation]]) -> None:
+        self.observations = observations
+        self.served: set[str] = set()
 
 
 def _create_histograms(meter: Meter) -> Histograms:

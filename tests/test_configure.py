@@ -361,7 +361,7 @@ def test_shutdown_exports_a_backlog_larger_than_one_collection_folds() -> None:
             export_interval_s=3600,
         )  # fmt: skip
         tracker = telemetry.tracker()
-        backlog = 3 * _tracker.COLLECT_DRAIN_LIMIT
+        backlog = 12 * _tracker.BATCH_SIZE
         handoff = tracker._handoff
         with handoff._drain_lock:  # hold the consumer off: all of it is still queued
             for _ in range(backlog):

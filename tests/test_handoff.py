@@ -134,3 +134,96 @@ def test_forked_child_has_a_consumer_thread_of_its_own() -> None:
             os._exit(99)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forking_while_the_consumer_folds_never_leaves_the_child_stuck() -> None:
+    # A fork in the middle of a fold would copy the SDK's aggregation lock, held by the
+    # consumer thread, into a child where nothing releases it. About 3 forks in 100 hit that
+    # moment under this load when the fork does not wait for the batch to finish.
+    metrics = InMemoryMetrics()
+    stop = threading.Event()
+
+    def keep_the_consumer_busy() -> None:
+        while not stop.is_set():
+            for _ in range(600):
+                metrics.tracker.record(HEAVY)
+            time.sleep(0.001)
+
+    producer = threading.Thread(target=keep_the_consumer_busy)
+    producer.start()
+    assert _wait_until(lambda: len(metrics.tracker._handoff) > 0)
+    stuck = 0
+    try:
+        for _ in range(60):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    metrics.tracker.record(HEAVY)  # folding it takes the series' SDK lock
+                    flusher = threading.Thread(target=metrics.tracker.flush, daemon=True)
+                    flusher.start()
+                    flusher.join(5)  # bounded: a stuck child reports itself instead of hanging
+                    os._exit(1 if flusher.is_alive() else 0)
+                finally:
+                    os._exit(99)
+            _, status = os.waitpid(pid, 0)
+            stuck += os.WEXITSTATUS(status) != 0
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        producer.join()
+    assert stuck == 0
+
+
+def test_the_consumer_thread_outlives_a_failing_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken, healthy = InMemoryMetrics(), InMemoryMetrics()
+
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(broken.tracker._handoff, "drain_in_batches", fail)
+    for _ in range(3):
+        for _ in range(_tracker.BATCH_SIZE):
+            broken.tracker.record(USAGE)
+            healthy.tracker.record(USAGE)
+        assert _wait_until(lambda: len(healthy.tracker._handoff) == 0)
+    assert _handoff._consumer._thread is not None and _handoff._consumer._thread.is_alive()
+
+
+def test_records_in_a_batch_cut_short_by_keyboard_interrupt_are_counted_as_drops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from otel_tokens import _aggregator
+
+    metrics = InMemoryMetrics()
+    real, calls = _aggregator.find_fault, [0]
+
+    def interrupt_on_the_fourth(usage: object) -> object:
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyboardInterrupt
+        return real(usage)
+
+    monkeypatch.setattr(_aggregator, "find_fault", interrupt_on_the_fourth)
+    with metrics.tracker._handoff._drain_lock:  # keep the consumer thread out of it
+        for _ in range(10):
+            metrics.tracker.record(USAGE)
+    with pytest.raises(KeyboardInterrupt):
+        metrics.tracker.flush()
+    monkeypatch.setattr(_aggregator, "find_fault", real)
+    recorded = metrics.value("llm.requests")
+    interrupted = metrics.value("otel_tokens.records.dropped", reason="interrupted")
+    assert (recorded, interrupted) == (3, 7)  # three folded, the rest of the batch counted
+
+
+def test_record_itself_never_logs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_tracker, "QUEUE_CAPACITY", 4)
+    metrics = InMemoryMetrics()
+    with metrics.tracker._handoff._drain_lock:  # nothing folds, so the queue stays full
+        for _ in range(10):
+            metrics.tracker.record(USAGE)
+        assert caplog.records == []  # logging may block; record() must not
+    assert metrics.value("otel_tokens.records.dropped", reason="queue_full") == 6
+    assert sum("is full" in r.getMessage() for r in caplog.records) == 1
