@@ -132,3 +132,27 @@ def test_sigterm_ends_the_demo_with_a_summary() -> None:
         process.kill()
     assert process.returncode == 0, err
     assert any(line.startswith("total ") for line in out.splitlines()), out
+
+
+def test_demo_also_pushes_otlp_when_asked() -> None:
+    import os
+
+    from tests.otlp_receiver import HttpReceiver
+
+    receiver = HttpReceiver()
+    try:
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+               "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "otel_tokens", "demo", "--duration", "2", "--port", "0",
+             "--otlp"],
+            capture_output=True, text=True, timeout=60, check=False, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        points = receiver.wait_for("llm.requests")
+        pushed = sum(v for (name, _), v in points.items() if name == "llm.requests")
+        total = next(line.split() for line in done.stdout.splitlines() if line.startswith("total"))
+        assert pushed == int(total[1])  # the final push holds every request the summary counts
+        assert receiver.resources()[0]["service.name"] == "otel-tokens-demo"
+    finally:
+        receiver.close()
