@@ -10,7 +10,7 @@ import atexit
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from otel_tokens._tracker import TokenTracker
@@ -124,10 +124,10 @@ class _PrometheusServer:
             from prometheus_client import CollectorRegistry, start_http_server
         except ImportError as exc:
             raise _import_error("prometheus", "the Prometheus exporter", exc) from None
-        self.registry = CollectorRegistry()
-        self.reader = PrometheusMetricReader(registry=self.registry)
+        registry = CollectorRegistry()  # its own, never prometheus_client's global one
+        self.reader = PrometheusMetricReader(registry=registry)
         try:
-            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+            self._server, self._thread = start_http_server(port, addr=host, registry=registry)
         except OSError as exc:
             self.reader.shutdown()
             msg = (
@@ -203,11 +203,9 @@ class Telemetry:
         meter_provider: MeterProvider,
         resource: Resource,
         prometheus: _PrometheusServer | None,
-        exporters: Sequence[str],
     ) -> None:
         self.meter_provider = meter_provider
         self.resource = resource
-        self.exporters = tuple(exporters)
         self._prometheus = prometheus
         self._tracker: TokenTracker | None = None
         self._tracker_options: dict[str, Any] = {}
@@ -365,4 +363,4 @@ def configure(
             prometheus.close()
         raise
     provider = MeterProvider(metric_readers=all_readers, resource=resource, shutdown_on_exit=False)
-    return Telemetry(provider, resource, prometheus, names)
+    return Telemetry(provider, resource, prometheus)

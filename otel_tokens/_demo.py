@@ -18,6 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, ClassVar, TextIO
 
+from otel_tokens import _instruments as spec
+from otel_tokens import _names as n
 from otel_tokens._configure import Telemetry, configure
 from otel_tokens._pricing import ModelPrice, PriceTable
 from otel_tokens._tracker import TokenTracker
@@ -152,13 +154,13 @@ class Totals:
     COLUMNS = ("requests", "success", "error", "canceled", "input", "cache_read", "cache_write",
                "output", "reasoning", "cost", "unpriced")  # fmt: skip
     _COUNTERS: ClassVar[dict[str, str]] = {
-        "llm.usage.input_tokens": "input",
-        "llm.usage.cache_read.input_tokens": "cache_read",
-        "llm.usage.cache_write.input_tokens": "cache_write",
-        "llm.usage.output_tokens": "output",
-        "llm.usage.reasoning.output_tokens": "reasoning",
-        "llm.usage.cost": "cost",
-        "llm.usage.unpriced_tokens": "unpriced",
+        spec.INPUT_TOKENS.name: "input",
+        spec.CACHE_READ_TOKENS.name: "cache_read",
+        spec.CACHE_WRITE_TOKENS.name: "cache_write",
+        spec.OUTPUT_TOKENS.name: "output",
+        spec.REASONING_TOKENS.name: "reasoning",
+        spec.COST.name: "cost",
+        spec.UNPRICED_TOKENS.name: "unpriced",
     }
 
     def __init__(self, reader: Any) -> None:
@@ -173,21 +175,21 @@ class Totals:
 
     def _add(self, metric: Any) -> None:
         column = self._COUNTERS.get(metric.name)
-        if metric.name != "llm.requests" and column is None:
+        if metric.name != spec.REQUESTS.name and column is None:
             return
         for point in metric.data.data_points:
             attrs = point.attributes
             row = self.rows[
                 (
-                    str(attrs.get("gen_ai.provider.name", "(overflow)")),
-                    str(attrs.get("gen_ai.request.model", "")),
+                    str(attrs.get(n.PROVIDER, "(overflow)")),
+                    str(attrs.get(n.REQUEST_MODEL, "")),
                 )
             ]
             if column is not None:
                 row[column] += point.value
             else:
                 row["requests"] += point.value
-                row[str(attrs.get("llm.status", "success"))] += point.value
+                row[str(attrs.get(n.STATUS, "success"))] += point.value
 
     def total(self, column: str) -> float:
         return sum(row[column] for row in self.rows.values())
@@ -219,7 +221,7 @@ def summary_table(totals: Totals) -> str:
     if unpriced:
         rendered.append(
             f"'unpriced': {_human(unpriced)} tokens of models with no price were counted on "
-            "llm.usage.unpriced_tokens, not as $0."
+            f"{spec.UNPRICED_TOKENS.name}, not as $0."
         )
     return "\n".join(rendered)
 

@@ -128,9 +128,6 @@ class PriceTable:
                 raise ValueError(msg)
             self._rates[model] = price.pico_rates()
 
-    def __contains__(self, model: object) -> bool:
-        return model in self._rates
-
     def cost_pico(self, usage: Usage) -> int | None:
         """Cost of `usage` in pico-dollars, or None when its model has no price."""
         rates = self._rates.get(usage.model)
