@@ -34,6 +34,7 @@ def contract_attributes(usage: Usage) -> dict[str, Any]:
         ("llm.scenario", usage.scenario),
         ("llm.user.tier", usage.user_tier),
         ("server.address", usage.server_address),
+        ("llm.usage.problem", usage.usage_problem),
     ):
         if value:
             attributes[name] = value

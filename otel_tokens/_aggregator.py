@@ -107,7 +107,7 @@ class Aggregator:
     Args:
         table: finds the bounded series of each record.
         histograms: where histogram points go.
-        prices: prices by model, or None when the deployment gave none.
+        prices: prices by model (maybe empty).
         drops: where records that cannot be recorded are counted.
         warn: the tracker's once-per-kind warner.
     """
@@ -116,7 +116,7 @@ class Aggregator:
         self,
         table: SeriesTable,
         histograms: Histograms,
-        prices: PriceTable | None,
+        prices: PriceTable,
         drops: Drops,
         warn: WarnOnce,
     ) -> None:
@@ -158,7 +158,7 @@ class Aggregator:
         # either wholly in the counters or counted as dropped, never both.
         table = self._table
         series = table.series_for(usage)
-        cost = None if self._prices is None else self._prices.cost_pico(usage)
+        cost = self._prices.cost_pico(usage)
         histograms = self._histograms
         if usage.input_tokens:
             histograms.token_usage.record(usage.input_tokens, series.input_attributes, context)
@@ -188,11 +188,11 @@ class Aggregator:
             self._warn_no_price(series)
 
     def _warn_no_price(self, series: Series) -> None:
-        if self._prices is None:
+        if not len(self._prices):
             self._warn(
                 "no_prices",
-                "otel_tokens: no price table was given, so no cost is computed; tokens are "
-                "counted on llm.usage.unpriced_tokens. Pass prices=PriceTable(...) to the tracker",
+                "otel_tokens: the price table is empty, so no cost is computed; tokens are "
+                "counted on llm.usage.unpriced_tokens. Leave prices= unset for the bundled table",
             )
             return
         model = series.attributes.get(n.RESPONSE_MODEL, n.OTHER_MODEL)  # already cut to length

@@ -16,6 +16,7 @@ SERVER_ADDRESS = "server.address"
 PROVIDER_UUID = "llm.provider.uuid"
 RULE_UUID = "llm.rule.uuid"
 API_KEY_ID = "llm.api_key.id"
+USAGE_PROBLEM = "llm.usage.problem"
 DROP_REASON = "reason"
 
 #: Attributes a deployment must ask for, because each can have many values.
@@ -31,3 +32,6 @@ OTHER_ERROR = "_OTHER"
 OTHER_MODEL = "other"
 
 STATUSES = ("success", "error", "canceled")
+
+#: Why a record's token counts are not the provider's whole report (`Usage.usage_problem`).
+USAGE_PROBLEMS = ("missing", "malformed", "partial")

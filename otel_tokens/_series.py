@@ -115,9 +115,11 @@ class SeriesTable:
             usage.scenario,
             usage.user_tier,
             usage.server_address,
+            usage.usage_problem,
             usage.provider_uuid if self._with_provider_uuid else None,
             usage.rule_uuid if self._with_rule_uuid else None,
             usage.api_key if self._fingerprint is not None else None,
+            usage.api_key_id if self._fingerprint is not None else None,
         )
         series = self._by_raw.get(raw)
         if series is not None:
@@ -206,12 +208,18 @@ class SeriesTable:
             (n.SCENARIO, usage.scenario),
             (n.USER_TIER, usage.user_tier),
             (n.SERVER_ADDRESS, usage.server_address),
+            (n.USAGE_PROBLEM, usage.usage_problem),
             (n.PROVIDER_UUID, usage.provider_uuid if self._with_provider_uuid else None),
             (n.RULE_UUID, usage.rule_uuid if self._with_rule_uuid else None),
         )
         for name, value in optional:
             if value:
                 attributes[name] = self._label(name, value)
-        if self._fingerprint is not None and usage.api_key:
-            attributes[n.API_KEY_ID] = self._fingerprint(usage.api_key)
+        if self._fingerprint is not None:
+            # A caller that fingerprinted the key itself (the HTTP transports) never held
+            # the raw key in a Usage; its fingerprint came from this tracker's secret.
+            if usage.api_key_id:
+                attributes[n.API_KEY_ID] = self._label(n.API_KEY_ID, usage.api_key_id)
+            elif usage.api_key:
+                attributes[n.API_KEY_ID] = self._fingerprint(usage.api_key)
         return attributes

@@ -25,6 +25,8 @@ from otel_tokens._warn import WarnOnce
 #: Records held between `record()` and the consumer; past it `record()` drops and counts.
 #: A collection folds all of them first: about a second of work at most, whatever the load.
 QUEUE_CAPACITY = 16_384
+#: A JSON or YAML price file whose models override the bundled table, read at tracker setup.
+PRICE_FILE_ENV = "OTEL_TOKENS_PRICE_FILE"
 #: Records that wake the background consumer.
 BATCH_SIZE = 512
 
@@ -85,7 +87,10 @@ class TokenTracker:
 
     Args:
         meter: the meter to create instruments on; one tracker per meter.
-        prices: prices by model; without it every token counts as unpriced.
+        prices: prices by model. None: the bundled table, with the models of the file
+            named by OTEL_TOKENS_PRICE_FILE (JSON or YAML) overriding it when that is set.
+            A path: the bundled table with that file's models overriding it. A
+            `PriceTable`: exactly that table (`PriceTable({})` prices nothing).
         models: an allow-list of model names; others are reported as "other".
         max_series: the most attribute sets kept, at most 999; new ones beyond it go to one
             overflow series. The token histogram has two series per set (input and output),
@@ -97,7 +102,8 @@ class TokenTracker:
 
     Raises:
         ValueError: a setting out of range, an unknown opt-in attribute, "llm.api_key.id"
-            without a secret, or a meter that already has a tracker.
+            without a secret, a price file that cannot be read, or a meter that already has
+            a tracker.
 
     Example:
         >>> from opentelemetry.sdk.metrics import MeterProvider
@@ -111,7 +117,7 @@ class TokenTracker:
         self,
         meter: Meter,
         *,
-        prices: PriceTable | None = None,
+        prices: PriceTable | str | os.PathLike[str] | None = None,
         models: Iterable[str] | None = None,
         max_series: int = 500,
         max_label_length: int = 128,
@@ -120,9 +126,7 @@ class TokenTracker:
     ) -> None:
         _check_int("max_series", max_series, 1, MAX_SERIES, why=_MAX_SERIES_WHY)
         _check_int("max_label_length", max_label_length, 8, 1024)
-        if prices is not None and not isinstance(prices, PriceTable):
-            msg = f"prices must be a PriceTable, got {type(prices).__name__}"
-            raise ValueError(msg)
+        table = _price_table(prices)
         allowed = None if models is None else frozenset(models)
         if allowed is not None and not all(isinstance(m, str) and m for m in allowed):
             msg = f"models must be non-empty str model names, got {sorted(map(repr, allowed))}"
@@ -135,7 +139,7 @@ class TokenTracker:
                 f"{sorted(n.OPT_IN_ATTRIBUTES)}"
             )
             raise ValueError(msg)
-        fingerprint = None
+        fingerprint: KeyFingerprinter | None = None
         secret = api_key_secret if api_key_secret is not None else os.environ.get(SECRET_ENV)
         if secret:
             fingerprint = KeyFingerprinter(secret)
@@ -148,7 +152,8 @@ class TokenTracker:
 
         _claim_meter(meter)
         self._histograms = _create_histograms(meter)
-        self._prices = prices
+        self._prices = table
+        self._fingerprint = fingerprint
 
         def new_table() -> SeriesTable:
             return SeriesTable(
@@ -304,6 +309,19 @@ class _Snapshot:
     def __init__(self, observations: dict[str, list[Observation]]) -> None:
         self.observations = observations
         self.served: set[str] = set()
+
+
+def _price_table(prices: object) -> PriceTable:
+    if isinstance(prices, PriceTable):
+        return prices
+    if prices is None:
+        prices = os.environ.get(PRICE_FILE_ENV) or None
+        if prices is None:
+            return PriceTable.bundled()
+    if isinstance(prices, (str, os.PathLike)):
+        return PriceTable.bundled().with_overrides(PriceTable.from_file(prices))
+    msg = f"prices must be a PriceTable or a price file path, got {type(prices).__name__}"
+    raise ValueError(msg)
 
 
 def _create_histograms(meter: Meter) -> Histograms:

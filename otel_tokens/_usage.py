@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from otel_tokens._names import STATUSES
+from otel_tokens._names import STATUSES, USAGE_PROBLEMS
 
 #: More tokens than this in one request is a bug upstream, not a request (contexts are ~1e7).
 MAX_TOKENS = 1_000_000_000
@@ -18,6 +18,7 @@ TOKEN_FIELDS = (
     "output_tokens",
     "cache_read_tokens",
     "cache_write_tokens",
+    "cache_write_1h_tokens",
     "reasoning_tokens",
     "system_tokens",
 )
@@ -29,6 +30,7 @@ _OPTIONAL_LABELS = (
     "provider_uuid",
     "rule_uuid",
     "server_address",
+    "api_key_id",
 )
 
 
@@ -38,7 +40,11 @@ class Usage:
 
     `input_tokens` counts ALL prompt tokens (cache reads and writes included) and
     `output_tokens` ALL completion tokens (reasoning included); the cache and reasoning
-    fields are parts of those totals, never additions to them. Building a `Usage` never
+    fields are parts of those totals, never additions to them, and `cache_write_1h_tokens`
+    is the part of `cache_write_tokens` written for an hour rather than five minutes.
+    `usage_problem` says when the counts are not the provider's whole report: `missing`
+    (no usage in the response), `malformed` (usage present but unreadable or inconsistent)
+    or `partial` (a stream that ended before its final usage). Building a `Usage` never
     raises, because it happens on a gateway's request path; `TokenTracker.record()` drops
     an invalid one (counted, warned once per kind of fault) and `validate()` raises.
 
@@ -57,6 +63,7 @@ class Usage:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     system_tokens: int = 0
     status: str = "success"
@@ -69,7 +76,9 @@ class Usage:
     provider_uuid: str | None = None
     rule_uuid: str | None = None
     api_key: str | None = field(default=None, repr=False)
+    api_key_id: str | None = None
     server_address: str | None = None
+    usage_problem: str | None = None
 
     def __post_init__(self) -> None:
         if self.request_model is None:
@@ -140,6 +149,12 @@ def find_fault(usage: object) -> Fault | None:
             f"Usage.cache_read_tokens + cache_write_tokens ({cached}) must not exceed "
             f"input_tokens ({usage.input_tokens}): input_tokens counts cached tokens too",
         )
+    if usage.cache_write_1h_tokens > usage.cache_write_tokens:
+        return Fault(
+            "cache_exceeds_input",
+            f"Usage.cache_write_1h_tokens ({usage.cache_write_1h_tokens}) must not exceed "
+            f"cache_write_tokens ({usage.cache_write_tokens}): it is the 1-hour part of them",
+        )
     if usage.reasoning_tokens > usage.output_tokens:
         return Fault(
             "reasoning_exceeds_output",
@@ -155,6 +170,12 @@ def find_fault(usage: object) -> Fault | None:
             "error_type_on_success",
             f"Usage.error_type is {usage.error_type!r} but status is 'success': "
             "set status='error' or drop error_type",
+        )
+    if usage.usage_problem is not None and usage.usage_problem not in USAGE_PROBLEMS:
+        return Fault(
+            "bad_label",
+            f"Usage.usage_problem must be None or one of {USAGE_PROBLEMS}, "
+            f"got {usage.usage_problem!r}",
         )
     if not isinstance(usage.streamed, bool):
         return Fault("bad_type", f"Usage.streamed must be a bool, got {usage.streamed!r}")

@@ -135,7 +135,7 @@ def test_memory_stays_flat_under_a_million_distinct_tiers_and_models() -> None:
         ({"max_label_length": 2}, "max_label_length must be an int from 8 to 1024, got 2"),
         ({"models": ["gpt-4o", ""]}, "models must be non-empty str model names"),
         ({"opt_in_attributes": ["llm.user.id"]}, "unknown opt-in attributes ['llm.user.id']"),
-        ({"prices": {"gpt-4o": 1}}, "prices must be a PriceTable, got dict"),
+        ({"prices": {"gpt-4o": 1}}, "prices must be a PriceTable or a price file path, got dict"),
     ],
 )
 def test_bad_settings_raise_at_setup(options: dict[str, object], words: str) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from otel_tokens import Telemetry, Usage, configure
+from otel_tokens import PriceTable, Telemetry, Usage, configure
 from otel_tokens import _instruments as spec
 from tests.otlp_receiver import GrpcReceiver, HttpReceiver
 
@@ -77,12 +77,11 @@ def test_prometheus_endpoint_serves_every_metric_under_its_documented_name(
     tracker = telemetry.tracker()
     tracker.record(USAGE)
     tracker.record(Usage(provider="x", model="y", input_tokens=-1))  # makes the drop metric exist
+    tracker.record(Usage(provider="x", model="model-without-a-price", input_tokens=7))
     text = _scrape(telemetry.prometheus_url)
 
     samples = {line.split("{", 1)[0] for line in text.splitlines() if not line.startswith("#")}
     for instrument in spec.ALL:
-        if instrument is spec.COST:
-            continue  # no price table here: cost is absent, unpriced tokens present (below)
         if instrument.kind == "histogram":
             for suffix in ("_bucket", "_sum", "_count"):
                 assert instrument.prometheus + suffix in samples, instrument.name
@@ -95,9 +94,12 @@ def test_prometheus_endpoint_serves_every_metric_under_its_documented_name(
     }
     assert _sample(text, "llm_usage_input_tokens_total", **labels) == 1200
     assert _sample(text, "llm_usage_cache_read_input_tokens_total", **labels) == 1000
-    assert _sample(text, "llm_usage_unpriced_tokens_total", **labels) == 1500
+    bundled_cost = PriceTable.bundled().cost_usd(USAGE)
+    assert bundled_cost is not None
+    assert _sample(text, "llm_usage_cost_USD_total", **labels) == pytest.approx(float(bundled_cost))
+    assert _sample(text, "llm_usage_unpriced_tokens_total", gen_ai_response_model="model-without-a-price") == 7
     assert _sample(text, "llm_requests_total", **labels) == 1
-    assert _sample(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="input") == 1200
+    assert _sample(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="input", **labels) == 1200
     assert _sample(text, "gen_ai_client_operation_duration_seconds_count", **labels) == 1
     assert _sample(text, "gen_ai_client_operation_time_to_first_chunk_seconds_sum", **labels) == 0.4
     assert _sample(text, "otel_tokens_records_dropped_total", reason="negative_tokens") == 1

@@ -31,9 +31,10 @@ def test_usage_has_exactly_the_contract_fields() -> None:
 
     assert [f.name for f in fields(otel_tokens.Usage)] == [
         "provider", "model", "request_model", "operation", "input_tokens", "output_tokens",
-        "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "system_tokens", "status",
-        "error_type", "latency_s", "time_to_first_token_s", "streamed", "scenario", "user_tier",
-        "provider_uuid", "rule_uuid", "api_key", "server_address",
+        "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens",
+        "system_tokens", "status", "error_type", "latency_s", "time_to_first_token_s", "streamed",
+        "scenario", "user_tier", "provider_uuid", "rule_uuid", "api_key", "api_key_id",
+        "server_address", "usage_problem",
     ]  # fmt: skip
 
 

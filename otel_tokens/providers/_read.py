@@ -1,0 +1,169 @@
+"""Read token counts out of anything a provider or its SDK hands back, never raising.
+
+Responses arrive as parsed JSON (dicts) or as SDK objects (attributes, camelCase or
+snake_case). Every read goes through `get`, which tolerates both and garbage; every count
+through `Counts.count`, which takes only whole numbers >= 0 and remembers when a field was
+present but unreadable, so the `Usage` can say its numbers are `malformed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from otel_tokens._usage import MAX_TOKENS, Usage
+
+#: The model name when neither the response nor the caller says which model it was.
+UNKNOWN_MODEL = "unknown"
+
+
+class UsageFields(TypedDict, total=False):
+    """`Usage` fields a caller may set; they override what the response says."""
+
+    provider: str
+    model: str
+    request_model: str | None
+    operation: str
+    system_tokens: int
+    status: str
+    error_type: str | None
+    latency_s: float | None
+    time_to_first_token_s: float | None
+    streamed: bool
+    scenario: str | None
+    user_tier: str | None
+    provider_uuid: str | None
+    rule_uuid: str | None
+    api_key: str | None
+    api_key_id: str | None
+    server_address: str | None
+
+
+def get(obj: object, *names: str) -> Any:
+    """The first of `names` that `obj` has as a key or attribute and is not None."""
+    if obj is None:
+        return None
+    for name in names:
+        try:
+            if isinstance(obj, Mapping):
+                value = obj.get(name)
+            elif isinstance(obj, (str, bytes, int, float, list, tuple)):
+                return None
+            else:
+                value = getattr(obj, name, None)
+        except Exception:  # a property that raises, a proxy object: treat as absent
+            value = None
+        if value is not None:
+            return value
+    return None
+
+
+def text(obj: object, *names: str) -> str | None:
+    """A non-empty string field, or None."""
+    value = get(obj, *names)
+    return value if isinstance(value, str) and value else None
+
+
+def is_record(obj: object) -> bool:
+    """Whether `obj` can hold fields (a mapping or an object), not a number or a string."""
+    return obj is not None and not isinstance(obj, (str, bytes, int, float, bool, list, tuple))
+
+
+@dataclass
+class Counts:
+    """Token counts of one response in the package's meaning, and whether any was unreadable."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    cache_write_1h: int = 0
+    reasoning: int = 0
+    malformed: bool = False
+    #: True once any usage block was seen; False means the response had none.
+    seen: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def count(self, obj: object, *names: str) -> int:
+        """A count field of `obj`: 0 when absent, 0 and `malformed` when not a whole number."""
+        value = get(obj, *names)
+        if value is None:
+            return 0
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS:
+            return value
+        self.malformed = True
+        return 0
+
+    def has(self, obj: object, *names: str) -> bool:
+        return get(obj, *names) is not None
+
+    def settle(self) -> None:
+        """Make the parts fit their totals; a provider that broke that rule is `malformed`."""
+        if self.cache_write_1h > self.cache_write:
+            self.cache_write_1h, self.malformed = self.cache_write, True
+        if self.cache_read + self.cache_write > self.input:
+            self.malformed = True
+            self.cache_read = min(self.cache_read, self.input)
+            self.cache_write = min(self.cache_write, self.input - self.cache_read)
+            self.cache_write_1h = min(self.cache_write_1h, self.cache_write)
+        if self.reasoning > self.output:
+            self.reasoning, self.malformed = self.output, True
+
+
+def build(
+    counts: Counts,
+    *,
+    provider: str,
+    model: str | None,
+    operation: str,
+    fields: UsageFields,
+    final: bool = True,
+) -> Usage:
+    """The `Usage` of a response: what was read, flagged, then the caller's fields on top."""
+    counts.settle()
+    status = fields.get("status", "success")
+    problem: str | None = None
+    if counts.malformed:
+        problem = "malformed"
+    elif not counts.seen:
+        # A failed request that reported nothing used nothing we could know of: no flag.
+        problem = None if status == "error" else "missing"
+    elif not final:
+        problem = "partial"
+    merged: dict[str, Any] = {
+        "provider": provider,
+        "model": model or fields.get("request_model") or UNKNOWN_MODEL,
+        "operation": operation,
+        "input_tokens": counts.input,
+        "output_tokens": counts.output,
+        "cache_read_tokens": counts.cache_read,
+        "cache_write_tokens": counts.cache_write,
+        "cache_write_1h_tokens": counts.cache_write_1h,
+        "reasoning_tokens": counts.reasoning,
+        "usage_problem": problem,
+    }
+    merged.update(fields)
+    return Usage(**merged)
+
+
+def safely(
+    read: Any, response: object, provider: str, operation: str, fields: UsageFields
+) -> Usage:
+    """Run a normalizer body; garbage that trips it still gives a flagged `Usage`."""
+    try:
+        result: Usage = read(response, fields)
+        return result
+    except Exception:
+        return build(
+            Counts(malformed=True, seen=True),
+            provider=provider,
+            model=None,
+            operation=operation,
+            fields=fields,
+        )
+
+
+__all__ = ["UNKNOWN_MODEL", "Counts", "UsageFields", "build", "get", "is_record", "safely", "text"]
