@@ -54,7 +54,7 @@ def _to_decimal(name: str, value: PriceValue) -> Decimal:
 
 def _to_date(value: object) -> date | None:
     if value is None or (isinstance(value, date) and not hasattr(value, "hour")):
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, str):
         try:
             return date.fromisoformat(value)
@@ -154,11 +154,12 @@ class ModelPrice:
         assert rate_in is not None and rate_out is not None  # required, checked above
         cache_write = pico["cache_write"]
         cache_write = rate_in if cache_write is None else cache_write
+        cache_write_1h = pico["cache_write_1h"]
         return Rates(
             input=rate_in,
             cache_read=rate_in if pico["cache_read"] is None else pico["cache_read"],
             cache_write=cache_write,
-            cache_write_1h=cache_write if pico["cache_write_1h"] is None else pico["cache_write_1h"],
+            cache_write_1h=cache_write if cache_write_1h is None else cache_write_1h,
             output=rate_out,
             reasoning=rate_out if pico["reasoning"] is None else pico["reasoning"],
         )

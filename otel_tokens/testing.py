@@ -47,6 +47,8 @@ ALIASES = {
     "user_tier": n.USER_TIER,
     "error_type": n.ERROR_TYPE,
     "server_address": n.SERVER_ADDRESS,
+    "usage_problem": n.USAGE_PROBLEM,
+    "api_key_id": n.API_KEY_ID,
     "reason": n.DROP_REASON,
 }
 _KNOWN = frozenset(spec.name for spec in ALL)

@@ -97,9 +97,16 @@ def test_prometheus_endpoint_serves_every_metric_under_its_documented_name(
     bundled_cost = PriceTable.bundled().cost_usd(USAGE)
     assert bundled_cost is not None
     assert _sample(text, "llm_usage_cost_USD_total", **labels) == pytest.approx(float(bundled_cost))
-    assert _sample(text, "llm_usage_unpriced_tokens_total", gen_ai_response_model="model-without-a-price") == 7
+    assert (
+        _sample(
+            text, "llm_usage_unpriced_tokens_total", gen_ai_response_model="model-without-a-price"
+        )
+        == 7
+    )
     assert _sample(text, "llm_requests_total", **labels) == 1
-    assert _sample(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="input", **labels) == 1200
+    assert (
+        _sample(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="input", **labels) == 1200
+    )
     assert _sample(text, "gen_ai_client_operation_duration_seconds_count", **labels) == 1
     assert _sample(text, "gen_ai_client_operation_time_to_first_chunk_seconds_sum", **labels) == 0.4
     assert _sample(text, "otel_tokens_records_dropped_total", reason="negative_tokens") == 1

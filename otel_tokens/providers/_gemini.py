@@ -27,7 +27,9 @@ def read_usage(metadata: object, counts: Counts) -> None:
     prompt = counts.count(metadata, "promptTokenCount", "prompt_token_count")
     tool_prompt = counts.count(metadata, "toolUsePromptTokenCount", "tool_use_prompt_token_count")
     counts.input = prompt + tool_prompt
-    counts.cache_read = counts.count(metadata, "cachedContentTokenCount", "cached_content_token_count")
+    counts.cache_read = counts.count(
+        metadata, "cachedContentTokenCount", "cached_content_token_count"
+    )
     thoughts = counts.count(metadata, "thoughtsTokenCount", "thoughts_token_count")
     candidates = counts.count(metadata, "candidatesTokenCount", "candidates_token_count")
     counts.output = candidates + thoughts

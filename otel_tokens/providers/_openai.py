@@ -41,7 +41,7 @@ def read_usage(usage: object, counts: Counts) -> None:
 def operation_of(response: object) -> str:
     """`gen_ai.operation.name` of an OpenAI response, from its `object` field."""
     kind = text(response, "object")
-    if kind == "list" or kind == "embedding":
+    if kind in ("list", "embedding"):
         return "embeddings"
     if kind == "text_completion":
         return "text_completion"

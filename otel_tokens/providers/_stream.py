@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from otel_tokens._usage import Usage
 from otel_tokens.providers import _anthropic, _bedrock, _gemini, _openai
@@ -43,6 +43,7 @@ class StreamAccumulator:
         self._counts = Counts()
         self._final = False
         self._model: str | None = None
+        self._error_type: str | None = None
 
     @property
     def final(self) -> bool:
@@ -77,6 +78,8 @@ class StreamAccumulator:
                 is flagged `partial` (some usage seen) or `missing` (none).
             error_type: the class of failure, for `error`.
         """
+        if status == "success" and self._error_type is not None:
+            status, error_type = "error", self._error_type  # the stream said it failed
         now = time.perf_counter()
         latency = max(0.0, now - self._started)
         ttft = None if self._first is None else min(latency, max(0.0, self._first - self._started))
@@ -111,6 +114,11 @@ class StreamAccumulator:
     def _before_finish(self) -> None:
         """Parse whatever was kept raw for the end."""
 
+    def _saw_error(self, error: object) -> None:
+        """Remember a failure reported inside the stream (its provider-defined type)."""
+        if self._error_type is None:
+            self._error_type = text(error, "type", "code") or "stream_error"
+
     def _saw_model(self, obj: object, *names: str) -> None:
         if self._model is None:
             self._model = text(obj, *names)
@@ -126,6 +134,10 @@ class OpenAIStream(StreamAccumulator):
         kind = text(event, "type")
         if kind is not None and kind.startswith("response."):
             self._feed_response_event(kind, event)
+            return
+        error = get(event, "error")
+        if error is not None:
+            self._saw_error(error)
             return
         self._saw_model(event, "model")
         if self._first is None:
@@ -143,6 +155,8 @@ class OpenAIStream(StreamAccumulator):
         if kind.endswith(".delta"):
             self.first_token()
             return
+        if kind in ("response.failed", "response.error"):
+            self._saw_error(get(get(event, "response"), "error") or get(event, "error") or event)
         response = get(event, "response")
         if response is None:
             return
@@ -158,12 +172,12 @@ class OpenAIStream(StreamAccumulator):
             if event.endswith(".delta"):
                 self.first_token()
             elif event in ("response.created", "response.completed", "response.incomplete",
-                           "response.failed"):  # fmt: skip
+                           "response.failed", "response.error"):  # fmt: skip
                 self._feed(json.loads(data))
             return
         if self._first is None or self._model is None:
             super()._feed_sse(event, data)
-        elif b'"usage"' in data and not _NULL_USAGE.search(data):
+        elif (b'"usage"' in data and not _NULL_USAGE.search(data)) or b'"error"' in data:
             self._feed(json.loads(data))
 
 
@@ -191,6 +205,8 @@ class AnthropicStream(StreamAccumulator):
                 self._final = True
         elif kind == "message_stop":
             self._final = self._final or self._counts.seen
+        elif kind == "error":
+            self._saw_error(get(event, "error"))
 
     def _feed_sse(self, event: str | None, data: bytes) -> None:
         if event == "content_block_delta":
@@ -254,7 +270,3 @@ class BedrockStream(StreamAccumulator):
         if usage is not None:
             _bedrock.read_usage(usage, self._counts)
             self._final = True
-
-
-def _kind_name(value: Any) -> str:
-    return type(value).__name__
