@@ -1,0 +1,268 @@
+"""Meter one HTTP response as its bytes pass to the caller, and record exactly one `Usage`.
+
+The caller's bytes are never held back or changed: each chunk is looked at and handed on.
+A streamed (SSE) body goes through the provider's stream accumulator, which parses only
+the events that carry usage; a JSON body is kept (bounded) and read once at its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from otel_tokens._http_route import Route
+from otel_tokens._usage import Usage
+from otel_tokens.providers import _anthropic, _bedrock, _gemini, _openai
+from otel_tokens.providers._read import UsageFields
+from otel_tokens.providers._sse import SSEParser
+from otel_tokens.providers._stream import (
+    AnthropicStream,
+    BedrockStream,
+    GeminiStream,
+    OpenAIStream,
+    StreamAccumulator,
+)
+
+#: A JSON response bigger than this is not kept for its usage (flagged `missing`).
+MAX_JSON_BYTES = 64 * 1024 * 1024
+#: JSON bodies bigger than this are searched for their usage instead of parsed whole.
+_PARSE_WHOLE_LIMIT = 256 * 1024
+
+_NORMALIZERS: dict[str, Callable[..., Usage]] = {
+    "openai": _openai.from_openai,
+    "anthropic": _anthropic.from_anthropic,
+    "gemini": _gemini.from_gemini,
+    "bedrock": _bedrock.from_bedrock,
+}
+_ACCUMULATORS: dict[str, type[StreamAccumulator]] = {
+    "openai": OpenAIStream,
+    "anthropic": AnthropicStream,
+    "gemini": GeminiStream,
+    "bedrock": BedrockStream,
+}
+#: Top-level keys worth finding in a large JSON body (usage is at its end in every API).
+_LARGE_BODY_KEYS = {
+    "openai": (b"usage", b"model", b"object"),
+    "anthropic": (b"usage", b"model"),
+    "gemini": (b"usageMetadata", b"modelVersion"),
+    "bedrock": (b"usage",),
+}
+
+
+def error_type_of_status(status_code: int) -> str:
+    """A bounded `error.type` for an HTTP failure."""
+    if status_code == 429:
+        return "rate_limited"
+    if status_code in (408, 504):
+        return "timeout"
+    return f"http_{status_code}"
+
+
+def error_type_of_exception(exc: BaseException) -> str:
+    """A bounded `error.type` for a failed connection: `timeout` or the exception's class."""
+    name = type(exc).__name__
+    return "timeout" if "Timeout" in name else name
+
+
+class _Decoder:
+    """Undo the response's Content-Encoding for our copy (the caller still gets raw bytes)."""
+
+    def __init__(self, encoding: str) -> None:
+        self.failed = False
+        self._steps: list[Callable[[bytes], bytes]] = []
+        for name in reversed([e.strip().lower() for e in encoding.split(",") if e.strip()]):
+            if name in ("gzip", "x-gzip", "deflate"):
+                self._steps.append(zlib.decompressobj(zlib.MAX_WBITS | 32).decompress)
+            elif name == "br":
+                step = _brotli_step()
+                if step is None:
+                    self.failed = True
+                else:
+                    self._steps.append(step)
+            elif name != "identity":
+                self.failed = True
+
+    def __call__(self, chunk: bytes) -> bytes:
+        for step in self._steps:
+            chunk = step(chunk)
+        return chunk
+
+
+def _brotli_step() -> Callable[[bytes], bytes] | None:
+    try:
+        import brotli  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    decompressor = brotli.Decompressor()
+    step: Callable[[bytes], bytes] = decompressor.process
+    return step
+
+
+class ResponseMeter:
+    """Watch one response's bytes; record its `Usage` once, whichever way it ends.
+
+    Args:
+        record: the tracker's `record`.
+        route: what the request was.
+        started: `time.perf_counter()` when the request was sent.
+        status_code: the response's HTTP status.
+        content_type: its Content-Type.
+        content_encoding: its Content-Encoding.
+        fields: `Usage` fields from the transport and the request (scenario, tier, key id).
+    """
+
+    def __init__(
+        self,
+        record: Callable[[Usage], None],
+        *,
+        route: Route,
+        started: float,
+        status_code: int,
+        content_type: str,
+        content_encoding: str,
+        fields: UsageFields,
+    ) -> None:
+        self._record = record
+        self._route = route
+        self._started = started
+        self._fields = fields
+        self._status_code = status_code
+        self._lock = threading.Lock()
+        self._done = False
+        self._saw_done_marker = False
+        self._decoder = _Decoder(content_encoding) if content_encoding else None
+        self._streaming = "text/event-stream" in content_type.lower()
+        self._sse: SSEParser | None = None
+        self._stream: StreamAccumulator | None = None
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._unreadable = route.unreadable_stream or (
+            self._decoder is not None and self._decoder.failed
+        )
+        if self._streaming and not self._unreadable:
+            self._sse = SSEParser()
+            self._stream = _ACCUMULATORS[route.wire](started=started, **fields)
+
+    def on_chunk(self, chunk: bytes) -> None:
+        """Look at one chunk on its way to the caller; never raises."""
+        if self._unreadable or self._done:
+            return
+        try:
+            if self._decoder is not None:
+                chunk = self._decoder(chunk)
+            if self._sse is not None:
+                stream = self._stream
+                assert stream is not None
+                for event, data in self._sse.feed(chunk):
+                    if data == b"[DONE]":
+                        self._saw_done_marker = True
+                    else:
+                        stream.feed_sse(event, data)
+            else:
+                self._size += len(chunk)
+                if self._size > MAX_JSON_BYTES:
+                    self._unreadable, self._chunks = True, []
+                else:
+                    self._chunks.append(chunk)
+        except Exception:
+            self._unreadable, self._chunks = True, []
+
+    def on_end(self) -> None:
+        """The body was read to its end."""
+        self._finish("success")
+
+    def on_close(self) -> None:
+        """The caller closed the response: after the end, or having stopped reading early."""
+        self._finish(None)
+
+    def on_error(self, exc: BaseException) -> None:
+        """Reading the body failed."""
+        if isinstance(exc, Exception):
+            self._finish("error", error_type_of_exception(exc))
+        else:  # KeyboardInterrupt, task cancellation: the caller gave up
+            self._finish("canceled")
+
+    def _finish(self, ended: str | None, error_type: str | None = None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        with contextlib.suppress(Exception):  # metering must never break the caller's request
+            self._record(self._usage(ended, error_type))
+
+    def _usage(self, ended: str | None, error_type: str | None) -> Usage:
+        status = ended
+        if status is None:  # closed: complete if the provider's last event had arrived
+            complete = self._saw_done_marker or (self._stream is not None and self._stream.final)
+            if self._stream is None and self._chunks:
+                complete = True  # a JSON body closed after being read; parsed below
+            status = "success" if complete else "canceled"
+        if self._status_code >= 400 and status == "success":
+            status, error_type = "error", error_type_of_status(self._status_code)
+        fields: UsageFields = {**self._fields, "status": status}
+        if error_type is not None:
+            fields["error_type"] = error_type
+        if self._stream is not None:
+            if self._sse is not None:
+                for event, data in self._sse.close():
+                    self._stream.feed_sse(event, data)
+            usage = self._stream.finish(status=status, error_type=error_type)
+            return usage
+        fields["latency_s"] = max(0.0, time.perf_counter() - self._started)
+        fields["streamed"] = self._streaming
+        normalize = _NORMALIZERS[self._route.wire]
+        body = b"".join(self._chunks)
+        self._chunks = []
+        parsed = None if self._unreadable else _parse_json(body, self._route.wire)
+        usage = normalize(parsed, **fields)
+        if self._unreadable and status != "error":
+            return _with_problem(usage, "missing")
+        if parsed is None and body and status == "success":
+            return _with_problem(usage, "malformed")
+        return usage
+
+
+def _with_problem(usage: Usage, problem: str) -> Usage:
+    from dataclasses import replace
+
+    return replace(usage, usage_problem=problem)
+
+
+def _parse_json(body: bytes, wire: str) -> Any:
+    if not body:
+        return None
+    if len(body) <= _PARSE_WHOLE_LIMIT:
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
+    found: dict[str, Any] = {}
+    for key in _LARGE_BODY_KEYS[wire]:
+        value = _find_top_level(body, key, last=key.startswith(b"usage"))
+        if value is not None:
+            found[key.decode()] = value
+    return found or None
+
+
+def _find_top_level(body: bytes, key: bytes, *, last: bool) -> Any:
+    # Inside JSON strings quotes are escaped, so `"key":` outside a string is a key; usage
+    # blocks come last in every API's body and model names near the start.
+    pattern = re.compile(b'"' + key + rb'"\s*:\s*')
+    matches = list(pattern.finditer(body)) if last else [pattern.search(body)]
+    for match in reversed(matches) if last else matches:
+        if match is None:
+            continue
+        end = len(body) if last else match.end() + 4096
+        try:
+            text = body[match.end() : end].decode("utf-8", "ignore")
+            value, _ = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            continue
+        return value
+    return None

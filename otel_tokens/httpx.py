@@ -1,0 +1,390 @@
+"""Meter every LLM call a client makes, by wrapping its HTTP transport (httpx or httpx2).
+
+    import httpx2, openai
+    from otel_tokens.httpx import MeteredTransport
+
+    http_client = httpx2.Client(transport=MeteredTransport(tracker))
+    client = openai.OpenAI(http_client=http_client)      # or anthropic.Anthropic(...)
+
+The transport recognises the provider from the request, lets the response through
+unchanged and undelayed while it reads the usage (JSON or SSE), and records exactly one
+`Usage` per request: when the body ends, when the caller closes it early (`canceled`),
+or when the connection fails (`error`). Per-request labels (the gateway's caller, tier,
+scenario) go in the request's extensions: `extensions={"otel_tokens": {"user_tier": "pro"}}`.
+Neither httpx nor httpx2 is imported until a transport is built.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from otel_tokens._http_meter import ResponseMeter, error_type_of_exception
+from otel_tokens._http_route import Route, recognise
+from otel_tokens._tracker import TokenTracker
+from otel_tokens._usage import Usage
+from otel_tokens.providers._read import UsageFields
+
+__all__ = ["AsyncMeteredTransport", "MeteredTransport"]
+
+#: The request extension that carries per-request `Usage` fields.
+EXTENSION = "otel_tokens"
+_LABELS = ("scenario", "user_tier", "provider_uuid", "rule_uuid", "provider")
+_PER_REQUEST = frozenset({*_LABELS, "api_key", "system_tokens"})
+
+
+def _default_transport(asynchronous: bool) -> Any:
+    for name in ("httpx2", "httpx"):
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        return module.AsyncHTTPTransport() if asynchronous else module.HTTPTransport()
+    msg = (
+        "MeteredTransport needs httpx2 or httpx when no transport= is given: "
+        "pip install 'otel_tokens[httpx2]' (or [httpx]), or pass transport="
+    )
+    raise ImportError(msg)
+
+
+def _check_labels(labels: Mapping[str, str | None]) -> dict[str, str]:
+    checked = {}
+    for name, value in labels.items():
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            msg = f"MeteredTransport {name}= must be a non-empty str or None, got {value!r}"
+            raise ValueError(msg)
+        checked[name] = value
+    return checked
+
+
+class _Base:
+    def __init__(
+        self,
+        tracker: TokenTracker,
+        transport: Any,
+        *,
+        provider: str | None,
+        scenario: str | None,
+        user_tier: str | None,
+        provider_uuid: str | None,
+        rule_uuid: str | None,
+        asynchronous: bool,
+    ) -> None:
+        if not isinstance(tracker, TokenTracker):
+            msg = f"MeteredTransport needs a TokenTracker, got {type(tracker).__name__}"
+            raise ValueError(msg)
+        self._tracker = tracker
+        self._transport = _default_transport(asynchronous) if transport is None else transport
+        method = "handle_async_request" if asynchronous else "handle_request"
+        if not callable(getattr(self._transport, method, None)):
+            msg = (
+                f"transport= must have a {method}() method (an httpx or httpx2 "
+                f"{'Async' if asynchronous else ''}HTTPTransport), got "
+                f"{type(self._transport).__name__}"
+            )
+            raise ValueError(msg)
+        self._labels = _check_labels(
+            {"provider": provider, "scenario": scenario, "user_tier": user_tier,
+             "provider_uuid": provider_uuid, "rule_uuid": rule_uuid}
+        )  # fmt: skip
+
+    def _route(self, request: Any) -> Route | None:
+        try:
+            url = request.url
+            try:
+                body: bytes | None = request.content
+            except Exception:  # a streamed upload not read yet: the model stays unknown
+                body = None
+            query = url.query
+            return recognise(
+                request.method,
+                url.host,
+                url.path,
+                query=query.decode("ascii", "replace") if isinstance(query, bytes) else str(query),
+                headers=request.headers,
+                body=body,
+            )
+        except Exception:
+            return None
+
+    def _fields(self, route: Route, request: Any) -> UsageFields:
+        fields: dict[str, Any] = {"provider": route.provider, **self._labels}
+        if route.request_model:
+            fields["request_model"] = route.request_model
+        if route.server_address:
+            fields["server_address"] = route.server_address
+        api_key = route.api_key
+        extra = request.extensions.get(EXTENSION) if hasattr(request, "extensions") else None
+        if isinstance(extra, Mapping):
+            for name, value in extra.items():
+                if name == "api_key":
+                    api_key = value if isinstance(value, str) else None
+                elif name in _PER_REQUEST:
+                    fields[name] = value
+        # The raw key goes no further than here: the tracker gets its keyed fingerprint.
+        fingerprint = self._tracker._fingerprint
+        if api_key and fingerprint is not None:
+            fields["api_key_id"] = fingerprint(api_key)
+        result: UsageFields = fields  # type: ignore[assignment]
+        return result
+
+    def _record_failure(
+        self, route: Route, request: Any, started: float, exc: BaseException
+    ) -> None:
+        try:
+            fields = self._fields(route, request)
+            status = "error" if isinstance(exc, Exception) else "canceled"
+            values: dict[str, Any] = {
+                "model": route.request_model or "unknown",
+                "latency_s": max(0.0, time.perf_counter() - started),
+                **fields,
+                "status": status,
+                "error_type": error_type_of_exception(exc) if status == "error" else None,
+            }
+            usage = Usage(**values)
+            self._tracker.record(usage)
+        except Exception:
+            pass
+
+    def _meter(self, route: Route, request: Any, response: Any, started: float) -> ResponseMeter:
+        headers = response.headers
+        return ResponseMeter(
+            self._tracker.record,
+            route=route,
+            started=started,
+            status_code=int(response.status_code),
+            content_type=headers.get("content-type", ""),
+            content_encoding=headers.get("content-encoding", ""),
+            fields=self._fields(route, request),
+        )
+
+
+def _stream_base(response: Any, name: str) -> type:
+    """The byte-stream base class of the library the response came from."""
+    library = sys.modules.get(type(response).__module__.split(".", 1)[0])
+    base = getattr(library, name, None)
+    return base if isinstance(base, type) else object
+
+
+_sync_classes: dict[type, type] = {}
+_async_classes: dict[type, type] = {}
+
+
+def _metered_sync_stream(response: Any, meter: ResponseMeter) -> Any:
+    base = _stream_base(response, "SyncByteStream")
+    cls = _sync_classes.get(base)
+    if cls is None:
+        cls = _sync_classes[base] = type("MeteredSyncByteStream", (_SyncStream, base), {})
+    return cls(response.stream, meter)
+
+
+def _metered_async_stream(response: Any, meter: ResponseMeter) -> Any:
+    base = _stream_base(response, "AsyncByteStream")
+    cls = _async_classes.get(base)
+    if cls is None:
+        cls = _async_classes[base] = type("MeteredAsyncByteStream", (_AsyncStream, base), {})
+    return cls(response.stream, meter)
+
+
+class _SyncStream:
+    def __init__(self, inner: Any, meter: ResponseMeter) -> None:
+        self._inner = inner
+        self._meter = meter
+        # A response dropped without close() still records (as canceled) when collected.
+        weakref.finalize(self, meter.on_close)
+
+    def __iter__(self) -> Iterator[bytes]:
+        meter = self._meter
+        try:
+            for chunk in self._inner:
+                meter.on_chunk(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            meter.on_error(exc)
+            raise
+        meter.on_end()
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._meter.on_close()
+
+
+class _AsyncStream:
+    def __init__(self, inner: Any, meter: ResponseMeter) -> None:
+        self._inner = inner
+        self._meter = meter
+        weakref.finalize(self, meter.on_close)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        meter = self._meter
+        try:
+            async for chunk in self._inner:
+                meter.on_chunk(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            meter.on_error(exc)
+            raise
+        meter.on_end()
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._meter.on_close()
+
+
+class MeteredTransport(_Base):
+    """An httpx/httpx2 transport that records the token usage of every LLM call through it.
+
+    Args:
+        tracker: where each request's `Usage` goes.
+        transport: the transport to wrap (`httpx2.HTTPTransport()`, `httpx.HTTPTransport()`,
+            ...); its library decides the response type. None: httpx2's default transport
+            when it is installed, else httpx's.
+        provider: `gen_ai.provider.name` for every request, instead of the one recognised
+            from the host (for a self-hosted vLLM, say).
+        scenario: `llm.scenario` of every request.
+        user_tier: `llm.user.tier` of every request.
+        provider_uuid: the gateway's upstream id.
+        rule_uuid: the gateway's routing rule id.
+
+    Raises:
+        ValueError: a tracker that is not a TokenTracker, a transport without
+            `handle_request()`, or an empty label.
+        ImportError: no transport given and neither httpx2 nor httpx installed.
+
+    Example:
+        >>> import httpx2
+        >>> from opentelemetry.metrics import NoOpMeter
+        >>> from otel_tokens import TokenTracker
+        >>> transport = MeteredTransport(TokenTracker(NoOpMeter("gw")), scenario="openai")
+        >>> client = httpx2.Client(transport=transport)
+    """
+
+    def __init__(
+        self,
+        tracker: TokenTracker,
+        transport: Any = None,
+        *,
+        provider: str | None = None,
+        scenario: str | None = None,
+        user_tier: str | None = None,
+        provider_uuid: str | None = None,
+        rule_uuid: str | None = None,
+    ) -> None:
+        super().__init__(
+            tracker, transport, provider=provider, scenario=scenario, user_tier=user_tier,
+            provider_uuid=provider_uuid, rule_uuid=rule_uuid, asynchronous=False,
+        )  # fmt: skip
+
+    def handle_request(self, request: Any) -> Any:
+        """Send `request` through the wrapped transport, metering its response."""
+        route = self._route(request)
+        if route is None:
+            return self._transport.handle_request(request)
+        started = time.perf_counter()
+        try:
+            response = self._transport.handle_request(request)
+        except BaseException as exc:
+            self._record_failure(route, request, started, exc)
+            raise
+        try:
+            meter = self._meter(route, request, response, started)
+            response.stream = _metered_sync_stream(response, meter)
+        except Exception:
+            pass  # metering must never break the caller's request
+        return response
+
+    def close(self) -> None:
+        """Close the wrapped transport."""
+        self._transport.close()
+
+    def __enter__(self) -> MeteredTransport:
+        enter = getattr(self._transport, "__enter__", None)
+        if enter is not None:
+            enter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        exit_ = getattr(self._transport, "__exit__", None)
+        if exit_ is not None:
+            exit_(*exc_info)
+
+
+class AsyncMeteredTransport(_Base):
+    """The asynchronous `MeteredTransport`, for `httpx.AsyncClient` / `httpx2.AsyncClient`.
+
+    Args:
+        tracker: where each request's `Usage` goes.
+        transport: the async transport to wrap; None: httpx2's when installed, else httpx's.
+        provider: `gen_ai.provider.name` for every request instead of the recognised one.
+        scenario: `llm.scenario` of every request.
+        user_tier: `llm.user.tier` of every request.
+        provider_uuid: the gateway's upstream id.
+        rule_uuid: the gateway's routing rule id.
+
+    Raises:
+        ValueError: a tracker that is not a TokenTracker, a transport without
+            `handle_async_request()`, or an empty label.
+        ImportError: no transport given and neither httpx2 nor httpx installed.
+    """
+
+    def __init__(
+        self,
+        tracker: TokenTracker,
+        transport: Any = None,
+        *,
+        provider: str | None = None,
+        scenario: str | None = None,
+        user_tier: str | None = None,
+        provider_uuid: str | None = None,
+        rule_uuid: str | None = None,
+    ) -> None:
+        super().__init__(
+            tracker, transport, provider=provider, scenario=scenario, user_tier=user_tier,
+            provider_uuid=provider_uuid, rule_uuid=rule_uuid, asynchronous=True,
+        )  # fmt: skip
+
+    async def handle_async_request(self, request: Any) -> Any:
+        """Send `request` through the wrapped transport, metering its response."""
+        route = self._route(request)
+        if route is None:
+            return await self._transport.handle_async_request(request)
+        started = time.perf_counter()
+        try:
+            response = await self._transport.handle_async_request(request)
+        except BaseException as exc:
+            self._record_failure(route, request, started, exc)
+            raise
+        try:
+            meter = self._meter(route, request, response, started)
+            response.stream = _metered_async_stream(response, meter)
+        except Exception:
+            pass
+        return response
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> AsyncMeteredTransport:
+        enter = getattr(self._transport, "__aenter__", None)
+        if enter is not None:
+            await enter()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        exit_ = getattr(self._transport, "__aexit__", None)
+        if exit_ is not None:
+            await exit_(*exc_info)
