@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from otel_tokens import _instruments as spec
 from tests.conftest import ROOT
@@ -34,3 +35,25 @@ def test_advised_buckets_are_those_in_the_readme() -> None:
     assert tuple(4**i for i in range(14)) == spec.TOKEN_BUCKETS
     assert tuple(round(0.01 * 2**i, 2) for i in range(14)) == spec.DURATION_BUCKETS
     assert "1, 4, 16, ... 67108864" in README and "0.01, 0.02, 0.04, ... 81.92" in README
+
+
+def test_normalizer_table_has_exactly_the_cells_that_have_a_test() -> None:
+    from tests.test_providers import CELLS
+
+    section = README.split("## From provider responses to `Usage`", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([A-Za-z ]+) \| (.+) \| `(\w+)`(.*) \|$", section, re.M)
+    shown = [(p, field, usage + rest) for p, field, usage, rest in rows if p != "provider"]
+    assert shown == [(c[0], c[1], c[2]) for c in CELLS]
+
+
+def test_price_file_example_in_the_readme_loads(tmp_path: Path) -> None:
+    from otel_tokens import PriceTable, Usage
+
+    (example,) = re.findall(r"```yaml\n(.*?)\n```", README, flags=re.S)
+    path = tmp_path / "prices.yaml"
+    path.write_text(example)
+    table = PriceTable.bundled().with_overrides(PriceTable.from_file(path))
+    usage = Usage(provider="openai", model="gpt-4.1", input_tokens=1_000_000)
+    assert str(table.cost_usd(usage)) == "1.6"
+    long = Usage(provider="x", model="my-finetune", input_tokens=300_000)
+    assert str(table.cost_usd(long)) == "1.8"
