@@ -16,6 +16,7 @@ Neither httpx nor httpx2 is imported until a transport is built.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import weakref
@@ -151,6 +152,16 @@ class _Base:
         except Exception:
             pass
 
+    def _metered(
+        self, route: Route, request: Any, response: Any, started: float, mixin: type
+    ) -> Any:
+        """`response` with its byte stream replaced by one that meters it."""
+        with contextlib.suppress(Exception):  # metering must never break the caller's request
+            response.stream = _wrap_stream(
+                response, self._meter(route, request, response, started), mixin
+            )
+        return response
+
     def _meter(self, route: Route, request: Any, response: Any, started: float) -> ResponseMeter:
         headers = response.headers
         return ResponseMeter(
@@ -164,30 +175,20 @@ class _Base:
         )
 
 
-def _stream_base(response: Any, name: str) -> type:
-    """The byte-stream base class of the library the response came from."""
+#: (metering mixin, library base class) → the class that combines them.
+_stream_classes: dict[tuple[type, type], type] = {}
+
+
+def _wrap_stream(response: Any, meter: ResponseMeter, mixin: type) -> Any:
+    """Wrap `response.stream` in a subclass of its own library's byte-stream class, which
+    httpx and httpx2 check with isinstance()."""
+    name = "SyncByteStream" if mixin is _SyncStream else "AsyncByteStream"
     library = sys.modules.get(type(response).__module__.split(".", 1)[0])
     base = getattr(library, name, None)
-    return base if isinstance(base, type) else object
-
-
-_sync_classes: dict[type, type] = {}
-_async_classes: dict[type, type] = {}
-
-
-def _metered_sync_stream(response: Any, meter: ResponseMeter) -> Any:
-    base = _stream_base(response, "SyncByteStream")
-    cls = _sync_classes.get(base)
+    base = base if isinstance(base, type) else object
+    cls = _stream_classes.get((mixin, base))
     if cls is None:
-        cls = _sync_classes[base] = type("MeteredSyncByteStream", (_SyncStream, base), {})
-    return cls(response.stream, meter)
-
-
-def _metered_async_stream(response: Any, meter: ResponseMeter) -> Any:
-    base = _stream_base(response, "AsyncByteStream")
-    cls = _async_classes.get(base)
-    if cls is None:
-        cls = _async_classes[base] = type("MeteredAsyncByteStream", (_AsyncStream, base), {})
+        cls = _stream_classes[(mixin, base)] = type("Metered" + name, (mixin, base), {})
     return cls(response.stream, meter)
 
 
@@ -299,12 +300,7 @@ class MeteredTransport(_Base):
         except BaseException as exc:
             self._record_failure(route, request, started, exc)
             raise
-        try:
-            meter = self._meter(route, request, response, started)
-            response.stream = _metered_sync_stream(response, meter)
-        except Exception:
-            pass  # metering must never break the caller's request
-        return response
+        return self._metered(route, request, response, started, _SyncStream)
 
     def close(self) -> None:
         """Close the wrapped transport."""
@@ -367,12 +363,7 @@ class AsyncMeteredTransport(_Base):
         except BaseException as exc:
             self._record_failure(route, request, started, exc)
             raise
-        try:
-            meter = self._meter(route, request, response, started)
-            response.stream = _metered_async_stream(response, meter)
-        except Exception:
-            pass
-        return response
+        return self._metered(route, request, response, started, _AsyncStream)
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from otel_tokens._usage import Usage
-from otel_tokens.providers._read import Counts, UsageFields, build, get, is_record, safely, text
+from otel_tokens.providers._read import Counts, UsageFields, get, is_record, normalize, text
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -40,18 +40,12 @@ def read_usage(usage: object, counts: Counts) -> None:
         counts.output = counts.count(usage, "output_tokens")
 
 
-def _read(response: object, fields: UsageFields) -> Usage:
-    counts = Counts()
-    usage = get(response, "usage")
-    if usage is not None:
-        read_usage(usage, counts)
-    return build(
-        counts,
-        provider=fields.get("provider", "anthropic"),
-        model=text(response, "model"),
-        operation="chat",
-        fields=fields,
-    )
+def _usage_of(response: object) -> object:
+    return get(response, "usage")
+
+
+def _model_of(response: object) -> str | None:
+    return text(response, "model")
 
 
 def from_anthropic(response: object, **fields: Unpack[UsageFields]) -> Usage:
@@ -70,4 +64,7 @@ def from_anthropic(response: object, **fields: Unpack[UsageFields]) -> Usage:
         ...     "cache_read_input_tokens": 4000, "output_tokens": 300}}).input_tokens
         4050
     """
-    return safely(_read, response, fields.get("provider", "anthropic"), "chat", fields)
+    return normalize(
+        response, fields, provider="anthropic", usage_of=_usage_of, read_usage=read_usage,
+        model_of=_model_of, operation="chat",
+    )  # fmt: skip

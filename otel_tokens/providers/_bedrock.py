@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from otel_tokens._usage import Usage
-from otel_tokens.providers._read import Counts, UsageFields, build, get, is_record, safely
+from otel_tokens.providers._read import Counts, UsageFields, get, is_record, normalize
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -30,18 +30,8 @@ def read_usage(usage: object, counts: Counts) -> None:
     counts.output = counts.count(usage, "outputTokens")
 
 
-def _read(response: object, fields: UsageFields) -> Usage:
-    counts = Counts()
-    usage = get(response, "usage")
-    if usage is not None:
-        read_usage(usage, counts)
-    return build(
-        counts,
-        provider=fields.get("provider", "aws.bedrock"),
-        model=None,  # Converse responses do not name the model: the caller's model= does
-        operation="chat",
-        fields=fields,
-    )
+def _usage_of(response: object) -> object:
+    return get(response, "usage")
 
 
 def from_bedrock(response: object, **fields: Unpack[UsageFields]) -> Usage:
@@ -58,4 +48,8 @@ def from_bedrock(response: object, **fields: Unpack[UsageFields]) -> Usage:
         ...     "cacheReadInputTokens": 1000}}, model="amazon.nova-pro-v1:0").input_tokens
         1020
     """
-    return safely(_read, response, fields.get("provider", "aws.bedrock"), "chat", fields)
+    # Converse responses do not name the model: the caller's model= does.
+    return normalize(
+        response, fields, provider="aws.bedrock", usage_of=_usage_of, read_usage=read_usage,
+        model_of=lambda _: None, operation="chat",
+    )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from otel_tokens._usage import Usage
-from otel_tokens.providers._read import Counts, UsageFields, build, get, is_record, safely, text
+from otel_tokens.providers._read import Counts, UsageFields, get, is_record, normalize, text
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -44,20 +44,6 @@ def model_of(response: object) -> str | None:
     return text(response, "modelVersion", "model_version")
 
 
-def _read(response: object, fields: UsageFields) -> Usage:
-    counts = Counts()
-    metadata = metadata_of(response)
-    if metadata is not None:
-        read_usage(metadata, counts)
-    return build(
-        counts,
-        provider=fields.get("provider", "gcp.gemini"),
-        model=model_of(response),
-        operation=OPERATION,
-        fields=fields,
-    )
-
-
 def from_gemini(response: object, **fields: Unpack[UsageFields]) -> Usage:
     """The `Usage` of a Gemini `generateContent` response; never raises on bad data.
 
@@ -75,4 +61,7 @@ def from_gemini(response: object, **fields: Unpack[UsageFields]) -> Usage:
         ...     "thoughtsTokenCount": 400}}).output_tokens
         500
     """
-    return safely(_read, response, fields.get("provider", "gcp.gemini"), OPERATION, fields)
+    return normalize(
+        response, fields, provider="gcp.gemini", usage_of=metadata_of, read_usage=read_usage,
+        model_of=model_of, operation=OPERATION,
+    )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from otel_tokens._usage import Usage
-from otel_tokens.providers._read import Counts, UsageFields, build, get, is_record, safely, text
+from otel_tokens.providers._read import Counts, UsageFields, get, is_record, normalize, text
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -48,18 +48,12 @@ def operation_of(response: object) -> str:
     return "chat"
 
 
-def _read(response: object, fields: UsageFields) -> Usage:
-    counts = Counts()
-    usage = get(response, "usage")
-    if usage is not None:
-        read_usage(usage, counts)
-    return build(
-        counts,
-        provider=fields.get("provider", "openai"),
-        model=text(response, "model"),
-        operation=operation_of(response),
-        fields=fields,
-    )
+def _usage_of(response: object) -> object:
+    return get(response, "usage")
+
+
+def _model_of(response: object) -> str | None:
+    return text(response, "model")
 
 
 def from_openai(response: object, **fields: Unpack[UsageFields]) -> Usage:
@@ -81,4 +75,7 @@ def from_openai(response: object, **fields: Unpack[UsageFields]) -> Usage:
         ...             ).cache_read_tokens
         1024
     """
-    return safely(_read, response, fields.get("provider", "openai"), "chat", fields)
+    return normalize(
+        response, fields, provider="openai", usage_of=_usage_of, read_usage=read_usage,
+        model_of=_model_of, operation=operation_of,
+    )  # fmt: skip

@@ -8,7 +8,7 @@ present but unreadable, so the `Usage` can say its numbers are `malformed`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -149,21 +149,39 @@ def build(
     return Usage(**merged)
 
 
-def safely(
-    read: Any, response: object, provider: str, operation: str, fields: UsageFields
+def normalize(
+    response: object,
+    fields: UsageFields,
+    *,
+    provider: str,
+    usage_of: Callable[[object], object],
+    read_usage: Callable[[object, Counts], None],
+    model_of: Callable[[object], str | None],
+    operation: str | Callable[[object], str],
 ) -> Usage:
-    """Run a normalizer body; garbage that trips it still gives a flagged `Usage`."""
+    """The body of every `from_*` normalizer: find the usage block, read it, build the
+    `Usage`; garbage that trips any step still gives a `Usage` flagged `malformed`."""
+    provider = fields.get("provider", provider)
+    counts = Counts()
     try:
-        result: Usage = read(response, fields)
-        return result
+        usage = usage_of(response)
+        if usage is not None:
+            read_usage(usage, counts)
+        model = model_of(response)
+        name = operation if isinstance(operation, str) else operation(response)
     except Exception:
-        return build(
-            Counts(malformed=True, seen=True),
-            provider=provider,
-            model=None,
-            operation=operation,
-            fields=fields,
-        )
+        counts, model = Counts(malformed=True, seen=True), None
+        name = operation if isinstance(operation, str) else "chat"
+    return build(counts, provider=provider, model=model, operation=name, fields=fields)
 
 
-__all__ = ["UNKNOWN_MODEL", "Counts", "UsageFields", "build", "get", "is_record", "safely", "text"]
+__all__ = [
+    "UNKNOWN_MODEL",
+    "Counts",
+    "UsageFields",
+    "build",
+    "get",
+    "is_record",
+    "normalize",
+    "text",
+]
