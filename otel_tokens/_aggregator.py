@@ -24,7 +24,20 @@ from otel_tokens._series import Series, SeriesTable
 from otel_tokens._usage import Usage, find_fault
 from otel_tokens._warn import WarnOnce
 
+#: A queued record: a `Usage` (or whatever a caller passed as one, checked when folded)
+#: or a `Later`, and the context it was recorded in.
 Queued = tuple[object, Context]
+
+
+class Later:
+    """A `Usage` to be made on the consumer thread: how the HTTP transports keep reading a
+    response's closing events off the request path."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Usage]) -> None:
+        self.make = make
+
 
 #: Models named in "has no price" warnings; more would let client-chosen names flood the log.
 _MAX_UNPRICED_WARNINGS = 64
@@ -133,8 +146,11 @@ class Aggregator:
         self._drops.say_pending()
         done = 0
         try:
-            for usage, context in batch:
+            for item, context in batch:
+                usage = item
                 try:
+                    if type(item) is Later:
+                        usage = item.make()
                     fault = find_fault(usage)
                     if fault is None:
                         self._fold(cast(Usage, usage), context)

@@ -1,8 +1,12 @@
 """Meter one HTTP response as its bytes pass to the caller, and record exactly one `Usage`.
 
 The caller's bytes are never held back or changed: each chunk is looked at and handed on.
-A streamed (SSE) body goes through the provider's stream accumulator, which parses only
-the events that carry usage; a JSON body is kept (bounded) and read once at its end.
+A streamed (SSE) body's first events go through the provider's stream accumulator as they
+pass, until it knows the model and the time of the first token; after that the chunks are
+only kept, and every `LATER_BYTES` all but the last few events are let go unread, since in
+every provider's protocol the usage, errors and `[DONE]` close the stream. A JSON body is
+kept (bounded). The closing events and JSON bodies are read on the tracker's consumer
+thread, off the request path.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from otel_tokens._http_route import Route
@@ -33,6 +38,11 @@ from otel_tokens.providers._stream import (
 MAX_JSON_BYTES = 64 * 1024 * 1024
 #: JSON bodies bigger than this are searched for their usage instead of parsed whole.
 _PARSE_WHOLE_LIMIT = 256 * 1024
+#: How many bytes the caller's loop adds to `ResponseMeter.later` between `on_later()` calls.
+LATER_BYTES = 64 * 1024
+#: How many events at the end of those bytes are read: enough for every protocol's closing
+#: events (OpenAI: usage chunk, `[DONE]`; Anthropic: `message_delta`, `message_stop`).
+_CLOSING_EVENTS = 4
 
 _NORMALIZERS: dict[str, Callable[..., Usage]] = {
     "openai": _openai.from_openai,
@@ -108,7 +118,7 @@ class ResponseMeter:
     """Watch one response's bytes; record its `Usage` once, whichever way it ends.
 
     Args:
-        record: the tracker's `record`.
+        record_later: the tracker's `_record_later`, given a function that makes the `Usage`.
         route: what the request was.
         started: `time.perf_counter()` when the request was sent.
         status_code: the response's HTTP status.
@@ -119,7 +129,7 @@ class ResponseMeter:
 
     def __init__(
         self,
-        record: Callable[[Usage], None],
+        record_later: Callable[[Callable[[], Usage]], None],
         *,
         route: Route,
         started: float,
@@ -128,7 +138,7 @@ class ResponseMeter:
         content_encoding: str,
         fields: UsageFields,
     ) -> None:
-        self._record = record
+        self._record_later = record_later
         self._route = route
         self._started = started
         self._fields = fields
@@ -145,25 +155,34 @@ class ResponseMeter:
         self._unreadable = route.unreadable_stream or (
             self._decoder is not None and self._decoder.failed
         )
+        #: Once a stream's first events are read, the caller's loop only appends its chunks
+        #: here and calls `on_later()` after every `LATER_BYTES` of them or so; all but the
+        #: stream's last few events are then let go unread.
+        self.later: list[bytes] | None = None
+        self._later_size = 0  # of what on_chunk() added
+        self._kept = b""  # the last events of the chunks `later` had, already decoded
         if self._streaming and not self._unreadable:
             self._sse = SSEParser()
             self._stream = _ACCUMULATORS[route.wire](started=started, **fields)
 
     def on_chunk(self, chunk: bytes) -> None:
         """Look at one chunk on its way to the caller; never raises."""
-        if self._unreadable or self._done:
+        if self._done:
+            return
+        if self.later is not None:  # a caller that does not keep `later` itself
+            self.later.append(chunk)
+            self._later_size += len(chunk)
+            if self._later_size >= LATER_BYTES:
+                self._later_size = 0
+                self.on_later()
+            return
+        if self._unreadable:
             return
         try:
             if self._decoder is not None:
                 chunk = self._decoder(chunk)
             if self._sse is not None:
-                stream = self._stream
-                assert stream is not None
-                for event, data in self._sse.feed(chunk):
-                    if data == b"[DONE]":
-                        self._saw_done_marker = True
-                    else:
-                        stream.feed_sse(event, data)
+                self._events(self._sse.feed(chunk))
             else:
                 self._size += len(chunk)
                 if self._size > MAX_JSON_BYTES:
@@ -172,6 +191,55 @@ class ResponseMeter:
                     self._chunks.append(chunk)
         except Exception:
             self._unreadable, self._chunks = True, []
+
+    def _events(self, events: list[tuple[str | None, bytes]]) -> None:
+        """Hand parsed events to the accumulator; switch to reading later once it can."""
+        stream = self._stream
+        assert stream is not None
+        for event, data in events:
+            if data == b"[DONE]":
+                self._saw_done_marker = True
+            else:
+                stream.feed_sse(event, data)
+        if self.later is None and not self._done and not stream.needs_every_event:
+            self.later = []
+
+    def on_later(self) -> None:
+        """The caller's loop added about `LATER_BYTES` to `later`; never raises."""
+        if self._done:
+            if self.later is not None:
+                self.later.clear()
+            return
+        self._read_later()
+
+    def _read_later(self, *, final: bool = False) -> None:
+        """Skip all but the closing events among the chunks in `later`, unread; at the
+        `final` call, read those."""
+        later = self.later
+        if later is None:
+            return
+        chunks = later[:]
+        later.clear()  # the same list: the caller's loop holds it
+        if self._unreadable:
+            return
+        try:
+            if self._decoder is not None and chunks:  # a compressed stream is decoded whole
+                chunks = [self._decoder(b"".join(chunks))]
+            if self._kept:
+                chunks.insert(0, self._kept)
+            sse = self._sse
+            assert sse is not None
+            if final:
+                self._events(sse.feed_tail(chunks, _CLOSING_EVENTS))
+                return
+            tail = sse.skip(chunks, _CLOSING_EVENTS)
+            if tail is None:  # a few long events: read them all
+                self._kept = b""
+                self._events(sse.feed(b"".join(chunks)))
+            else:
+                self._kept = tail  # until the next call, or the final one
+        except Exception:
+            self._unreadable = True
 
     def on_end(self) -> None:
         """The body was read to its end."""
@@ -193,10 +261,16 @@ class ResponseMeter:
             if self._done:
                 return
             self._done = True
+        at = time.perf_counter()
         with contextlib.suppress(Exception):  # metering must never break the caller's request
-            self._record(self._usage(ended, error_type))
+            self._record_later(partial(self._usage, ended, error_type, at))
 
-    def _usage(self, ended: str | None, error_type: str | None) -> Usage:
+    def _usage(self, ended: str | None, error_type: str | None, at: float) -> Usage:
+        """The response's `Usage`, made on the tracker's consumer thread (the request
+        thread no longer touches this meter): its last events are read only here."""
+        self._read_later(final=True)
+        if self._sse is not None and ended == "success":  # a last event without "\n\n"
+            self._events(self._sse.close())
         status = ended
         if status is None:  # closed: complete if the provider's last event had arrived
             complete = self._saw_done_marker or (self._stream is not None and self._stream.final)
@@ -208,13 +282,14 @@ class ResponseMeter:
         fields: UsageFields = {**self._fields, "status": status}
         if error_type is not None:
             fields["error_type"] = error_type
+        request_model = self._route.request_model()
+        if request_model is not None:
+            fields["request_model"] = request_model
         if self._stream is not None:
-            if self._sse is not None:
-                for event, data in self._sse.close():
-                    self._stream.feed_sse(event, data)
-            usage = self._stream.finish(status=status, error_type=error_type)
-            return usage
-        fields["latency_s"] = max(0.0, time.perf_counter() - self._started)
+            return self._stream.finish(
+                status=status, error_type=error_type, at=at, request_model=request_model
+            )
+        fields["latency_s"] = max(0.0, at - self._started)
         fields["streamed"] = self._streaming
         normalize = _NORMALIZERS[self._route.wire]
         body = b"".join(self._chunks)

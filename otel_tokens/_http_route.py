@@ -7,6 +7,7 @@ uploads, token counting) get no route and pass through unmetered.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -49,11 +50,23 @@ class Route:
 
     wire: str  # "openai", "anthropic", "gemini" or "bedrock"
     provider: str
-    request_model: str | None
+    #: The model named in the path (Gemini, Bedrock, an Azure deployment), if any.
+    path_model: str | None
     server_address: str | None
     api_key: str | None
     #: The response is a stream this package cannot read (Bedrock's binary event stream).
     unreadable_stream: bool = False
+    #: The request's body, where OpenAI and Anthropic requests name their model.
+    body: bytes | None = None
+
+    def request_model(self) -> str | None:
+        """The model the request asked for. Finding it in a body of many kilobytes takes
+        time, so the transports call this off the request path."""
+        if self.body and self.wire in ("openai", "anthropic"):
+            model = _body_model(self.body)
+            if model is not None:
+                return model
+        return self.path_model
 
 
 def recognise(
@@ -71,18 +84,17 @@ def recognise(
     wire, model, unreadable = _wire(path, headers)
     if wire is None:
         return None
-    if model is None and wire in ("openai", "anthropic") and body:
-        model = _body_model(body)
     if model is None and wire == "openai":
         deployment = _AZURE_DEPLOYMENT.search(path)
         model = unquote(deployment.group(1)) if deployment else None
     return Route(
         wire=wire,
         provider=_provider(host, wire),
-        request_model=model,
+        path_model=model,
         server_address=host or None,
         api_key=_api_key(headers, query),
         unreadable_stream=unreadable,
+        body=body or None,
     )
 
 
@@ -103,6 +115,7 @@ def _wire(path: str, headers: Mapping[str, str]) -> tuple[str | None, str | None
     return None, None, False
 
 
+@functools.lru_cache(maxsize=256)
 def _provider(host: str, wire: str) -> str:
     host = host.lower()
     for suffix, provider in _PROVIDER_BY_HOST:

@@ -13,7 +13,7 @@ from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
 from otel_tokens import _instruments as spec
 from otel_tokens import _names as n
-from otel_tokens._aggregator import Aggregator, Drops, Histograms, Queued
+from otel_tokens._aggregator import Aggregator, Drops, Histograms, Later, Queued
 from otel_tokens._fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._handoff import Handoff
 from otel_tokens._pricing import PriceTable
@@ -201,8 +201,15 @@ class TokenTracker:
         Args:
             usage: what the request used.
         """
+        self._queue(usage)
+
+    def _record_later(self, make: Callable[[], Usage]) -> None:
+        """Like `record`, but `make()` builds the `Usage` on the consumer thread."""
+        self._queue(Later(make))
+
+    def _queue(self, item: object) -> None:
         try:
-            if not self._handoff.put((usage, get_current())):
+            if not self._handoff.put((item, get_current())):
                 self._drops.add_later(
                     "queue_full",
                     f"the queue of {QUEUE_CAPACITY} records waiting to be aggregated is full",

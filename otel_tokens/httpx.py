@@ -21,13 +21,14 @@ import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
+from functools import partial
 from typing import Any
 
-from otel_tokens._http_meter import ResponseMeter, error_type_of_exception
+from otel_tokens._http_meter import LATER_BYTES, ResponseMeter, error_type_of_exception
 from otel_tokens._http_route import Route, recognise
 from otel_tokens._tracker import TokenTracker
 from otel_tokens._usage import Usage
-from otel_tokens.providers._read import UsageFields
+from otel_tokens.providers._read import UNKNOWN_MODEL, UsageFields
 
 __all__ = ["AsyncMeteredTransport", "MeteredTransport"]
 
@@ -115,8 +116,6 @@ class _Base:
 
     def _fields(self, route: Route, request: Any) -> UsageFields:
         fields: dict[str, Any] = {"provider": route.provider, **self._labels}
-        if route.request_model:
-            fields["request_model"] = route.request_model
         if route.server_address:
             fields["server_address"] = route.server_address
         api_key = route.api_key
@@ -137,20 +136,15 @@ class _Base:
     def _record_failure(
         self, route: Route, request: Any, started: float, exc: BaseException
     ) -> None:
-        try:
-            fields = self._fields(route, request)
+        with contextlib.suppress(Exception):  # metering must never break the caller's request
             status = "error" if isinstance(exc, Exception) else "canceled"
             values: dict[str, Any] = {
-                "model": route.request_model or "unknown",
                 "latency_s": max(0.0, time.perf_counter() - started),
-                **fields,
+                **self._fields(route, request),
                 "status": status,
                 "error_type": error_type_of_exception(exc) if status == "error" else None,
             }
-            usage = Usage(**values)
-            self._tracker.record(usage)
-        except Exception:
-            pass
+            self._tracker._record_later(partial(_failure_usage, route, values))
 
     def _metered(
         self, route: Route, request: Any, response: Any, started: float, mixin: type
@@ -165,7 +159,7 @@ class _Base:
     def _meter(self, route: Route, request: Any, response: Any, started: float) -> ResponseMeter:
         headers = response.headers
         return ResponseMeter(
-            self._tracker.record,
+            self._tracker._record_later,
             route=route,
             started=started,
             status_code=int(response.status_code),
@@ -173,6 +167,12 @@ class _Base:
             content_encoding=headers.get("content-encoding", ""),
             fields=self._fields(route, request),
         )
+
+
+def _failure_usage(route: Route, values: dict[str, Any]) -> Usage:
+    """The `Usage` of a request that got no response (made on the consumer thread)."""
+    model = route.request_model()
+    return Usage(model=model or UNKNOWN_MODEL, request_model=model, **values)
 
 
 #: (metering mixin, library base class) → the class that combines them.
@@ -201,10 +201,23 @@ class _SyncStream:
 
     def __iter__(self) -> Iterator[bytes]:
         meter = self._meter
+        chunks = iter(self._inner)
         try:
-            for chunk in self._inner:
+            for chunk in chunks:
                 meter.on_chunk(chunk)
                 yield chunk
+                if meter.later is not None:
+                    break
+            later = meter.later
+            if later is not None:  # the rest of a long stream: kept and read many at a time
+                keep, size = later.append, 0
+                for chunk in chunks:
+                    keep(chunk)
+                    yield chunk
+                    size += len(chunk)
+                    if size >= LATER_BYTES:
+                        size = 0
+                        meter.on_later()
         except GeneratorExit:
             raise
         except BaseException as exc:
@@ -227,10 +240,23 @@ class _AsyncStream:
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         meter = self._meter
+        chunks = aiter(self._inner)
         try:
-            async for chunk in self._inner:
+            async for chunk in chunks:
                 meter.on_chunk(chunk)
                 yield chunk
+                if meter.later is not None:
+                    break
+            later = meter.later
+            if later is not None:  # as in _SyncStream
+                keep, size = later.append, 0
+                async for chunk in chunks:
+                    keep(chunk)
+                    yield chunk
+                    size += len(chunk)
+                    if size >= LATER_BYTES:
+                        size = 0
+                        meter.on_later()
         except GeneratorExit:
             raise
         except BaseException as exc:

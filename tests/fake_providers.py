@@ -3,7 +3,7 @@
 It serves the files of tests/payloads/ (JSON bodies and raw SSE streams) on 127.0.0.1, so
 tests can point the real openai and anthropic SDKs at it. The request header
 `x-test-behavior` asks for failures: `429`, `gzip`, `slow` (a pause between events) or
-`drop` (the connection closes halfway through the stream).
+`drop` (the connection closes halfway through the stream); and for `long` streams.
 """
 
 from __future__ import annotations
@@ -22,6 +22,23 @@ PAYLOADS = Path(__file__).parent / "payloads"
 def _events(name: str) -> list[bytes]:
     raw = (PAYLOADS / name).read_bytes().replace(b"\r\n", b"\n")
     return [block + b"\n\n" for block in raw.split(b"\n\n") if block.strip()]
+
+
+#: In each stream, an event of content that `long_events` repeats to make the stream long.
+_FILLER = {"openai_chat_stream.txt": 2, "openai_responses_stream.txt": 5,
+           "anthropic_stream.txt": 4, "anthropic_stream_legacy_delta.txt": 4,
+           "gemini_stream.txt": 1}  # fmt: skip
+#: How long `long_events` makes a stream: many times what the transport reads at once.
+LONG_STREAM_BYTES = 320 * 1024
+
+
+def long_events(name: str) -> list[bytes]:
+    """The events of stream `name` with one of its content events repeated in place until
+    the stream is LONG_STREAM_BYTES long: the same usage, in a long stream."""
+    events = _events(name)
+    at = _FILLER[name]
+    repeats = LONG_STREAM_BYTES // len(events[at]) + 1
+    return events[:at] + [events[at]] * repeats + events[at + 1 :]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -88,24 +105,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _stream(self, name: str, behavior: str, *, include_usage: bool) -> None:
-        events = _events(name)
+        events = long_events(name) if "long" in behavior else _events(name)
         if not include_usage:
             events = [e for e in events if b'"usage":{' not in e]
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
-        if behavior == "drop":
+        if "drop" in behavior:
             self.send_header("connection", "close")
         self.end_headers()
         for index, event in enumerate(events):
-            if behavior == "drop" and index == len(events) // 2:
+            if "drop" in behavior and index == len(events) // 2:
                 self.close_connection = True
                 return  # no terminating chunk: the client sees the connection end early
             try:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
             except OSError:
                 return  # the client hung up
-            if behavior == "slow":
+            if "slow" in behavior:
                 time.sleep(0.05)
         self.wfile.write(b"0\r\n\r\n")
 

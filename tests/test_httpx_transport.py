@@ -167,6 +167,48 @@ def test_async_clients_through_async_transport(
     assert metrics.value("llm.requests") == 2
 
 
+def test_long_streams_through_the_real_sdks_sync_and_async(
+    server: FakeProviders, metrics: InMemoryMetrics
+) -> None:
+    """Streams many times longer than what the transport reads at once (its chunks are let
+    go unread but for the closing events) give the same numbers, and every byte to the caller."""
+    long = {"x-test-behavior": "long"}
+    hello = [{"role": "user", "content": "hi"}]
+    chunks = openai_client(server, metrics).chat.completions.create(
+        model="gpt-4.1", messages=hello, stream=True, stream_options={"include_usage": True},
+        extra_headers=long,
+    )  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text) > 5_000
+    assert counters(metrics, provider="openai") == (1362, 8, 1152, 0, 0)
+
+    async def main() -> int:
+        transport = AsyncMeteredTransport(metrics.tracker, transport=httpx2.AsyncHTTPTransport())
+        async with httpx2.AsyncClient(transport=transport) as http:
+            client = anthropic.AsyncAnthropic(api_key=KEY, base_url=server.base_url,
+                                              max_retries=0, http_client=http)  # fmt: skip
+            stream = await client.messages.create(
+                model="claude-sonnet-4-5", max_tokens=10, stream=True, messages=hello,
+                extra_headers=long,
+            )  # fmt: skip
+            return sum([1 async for event in stream if event.type == "content_block_delta"])
+
+    assert asyncio.run(main()) > 1000
+    assert counters(metrics, provider="anthropic") == (8244, 187, 6144, 2048, 0)
+    assert metrics.value("llm.requests", status="success") == 2
+
+
+def test_the_model_of_a_long_prompt_is_found_without_parsing_it(
+    server: FakeProviders, metrics: InMemoryMetrics
+) -> None:
+    prompt = 'a long "document", with a "model": "decoy" in it. ' * 8000  # ~400 KB
+    openai_client(server, metrics).chat.completions.create(
+        model="gpt-4.1", messages=[{"role": "user", "content": prompt}],
+        metadata={"model": "another-decoy"},
+    )  # fmt: skip
+    assert metrics.value("llm.requests", request_model="gpt-4.1") == 1
+
+
 def test_plain_httpx_gets_httpx_responses_with_unchanged_bytes(server: FakeProviders) -> None:
     metrics = InMemoryMetrics()
     url = server.base_url + "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"

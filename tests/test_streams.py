@@ -177,6 +177,17 @@ def test_an_error_inside_the_stream_makes_the_request_an_error(
     assert find_fault(usage) is None
 
 
+def test_a_gemini_error_chunk_makes_the_request_an_error() -> None:
+    # Gemini's documented error body (`code`, `message`, `status`) arriving as a stream chunk.
+    accumulator = GeminiStream()
+    first_event, first_data = sse_events("gemini_stream.txt")[0]
+    accumulator.feed_sse(first_event, first_data)
+    accumulator.feed_sse(None, b'{"error": {"code": 503, "message": "The model is overloaded.",'
+                               b' "status": "UNAVAILABLE"}}')  # fmt: skip
+    usage = accumulator.finish()
+    assert (usage.status, usage.error_type, usage.input_tokens) == ("error", "UNAVAILABLE", 1024)
+
+
 @pytest.mark.parametrize("kind", [OpenAIStream, AnthropicStream, GeminiStream, BedrockStream])
 @pytest.mark.parametrize(
     "event",
@@ -210,3 +221,38 @@ def test_sse_parser_drops_an_endless_event_instead_of_holding_it() -> None:
         parser.feed(chunk)
     assert parser.overflowed
     assert parser.feed(b"\n\ndata: ok\n\n") == [(None, b"ok")]
+
+
+def numbered_stream(count: int) -> bytes:
+    return b"".join(b"event: e\ndata: %d\n\n: a comment\n\n" % i for i in range(count))
+
+
+@pytest.mark.parametrize("piece", [1, 5, 64, 1000])
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_sse_parser_skip_keeps_the_last_events_and_the_unfinished_one(
+    piece: int, line_end: bytes
+) -> None:
+    raw = numbered_stream(300).replace(b"\n", line_end) + b"data: unfinis"
+    chunks = [raw[i : i + piece] for i in range(0, len(raw), piece)]
+    parser = SSEParser()
+    tail = parser.skip(chunks, 3)
+    assert tail is not None
+    assert parser.feed(tail) == [("e", b"297"), ("e", b"298"), ("e", b"299")]
+    # (a last CR may be half a CRLF, so with CR line ends the event ends at close())
+    assert parser.feed(b"hed" + line_end * 2) + parser.close() == [(None, b"unfinished")]
+
+
+def test_sse_parser_skip_gives_up_when_the_chunks_hold_too_few_events() -> None:
+    parser = SSEParser()
+    parser.feed(b"data: pend")
+    chunks = [b"ing\n\n", b"data: 1\n\n", b"data: 2\n\n"]
+    assert parser.skip(chunks, 3) is None
+    assert parser.feed_tail(chunks, 3) == [(None, b"pending"), (None, b"1"), (None, b"2")]
+
+
+def test_sse_parser_feed_tail_returns_only_the_last_events() -> None:
+    raw = numbered_stream(100)
+    parser = SSEParser()
+    assert parser.feed_tail([raw[i : i + 7] for i in range(0, len(raw), 7)], 2) == [
+        ("e", b"98"), ("e", b"99")
+    ]  # fmt: skip

@@ -44,6 +44,12 @@ def get(obj: object, *names: str) -> Any:
     """The first of `names` that `obj` has as a key or attribute and is not None."""
     if obj is None:
         return None
+    if type(obj) is dict:  # parsed JSON, the common case: no isinstance() against an ABC
+        for name in names:
+            value = obj.get(name)
+            if value is not None:
+                return value
+        return None
     for name in names:
         try:
             if isinstance(obj, Mapping):

@@ -46,6 +46,17 @@ class StreamAccumulator:
         self._error_type: str | None = None
 
     @property
+    def needs_every_event(self) -> bool:
+        """Whether every event must still be fed, or only the stream's closing ones.
+
+        Until the model and the first token are known every event matters. After that
+        only the last few do: in every provider's protocol the final usage, an error and
+        `[DONE]` close the stream. A reader of raw SSE may then skip the events between
+        (`SSEParser.feed_tail()`), which is what keeps metering a long stream cheap.
+        """
+        return self._first is None or self._model is None
+
+    @property
     def final(self) -> bool:
         """Whether the event with the response's final usage has been seen."""
         return self._final
@@ -69,7 +80,14 @@ class StreamAccumulator:
         except Exception:
             self._counts.malformed = True
 
-    def finish(self, *, status: str = "success", error_type: str | None = None) -> Usage:
+    def finish(
+        self,
+        *,
+        status: str = "success",
+        error_type: str | None = None,
+        at: float | None = None,
+        request_model: str | None = None,
+    ) -> Usage:
         """The `Usage` of the stream so far, with its latency and time to first token.
 
         Args:
@@ -77,10 +95,12 @@ class StreamAccumulator:
                 reading, `error` when it failed; a success without the final usage event
                 is flagged `partial` (some usage seen) or `missing` (none).
             error_type: the class of failure, for `error`.
+            at: `time.perf_counter()` when the stream ended; defaults to now.
+            request_model: the model the request asked for, when known only now.
         """
         if status == "success" and self._error_type is not None:
             status, error_type = "error", self._error_type  # the stream said it failed
-        now = time.perf_counter()
+        now = time.perf_counter() if at is None else at
         latency = max(0.0, now - self._started)
         ttft = None if self._first is None else min(latency, max(0.0, self._first - self._started))
         fields: UsageFields = {"streamed": True, "latency_s": latency, "status": status}
@@ -89,13 +109,15 @@ class StreamAccumulator:
         if error_type is not None:
             fields["error_type"] = error_type
         fields.update(self._fields)
+        if request_model is not None:
+            fields["request_model"] = request_model
         try:
             self._before_finish()
         except Exception:
             self._counts.malformed = True
         return build(
             self._counts,
-            provider=self._fields.get("provider", self.provider),
+            provider=fields.get("provider", self.provider),
             model=self._model,
             operation=self.operation,
             fields=fields,
@@ -117,7 +139,7 @@ class StreamAccumulator:
     def _saw_error(self, error: object) -> None:
         """Remember a failure reported inside the stream (its provider-defined type)."""
         if self._error_type is None:
-            self._error_type = text(error, "type", "code") or "stream_error"
+            self._error_type = text(error, "type", "status", "code") or "stream_error"
 
     def _saw_model(self, obj: object, *names: str) -> None:
         if self._model is None:
@@ -228,6 +250,10 @@ class GeminiStream(StreamAccumulator):
         self._last_raw: bytes | None = None
 
     def _feed(self, event: object) -> None:
+        error = get(event, "error")
+        if error is not None:
+            self._saw_error(error)
+            return
         self._saw_model(event, "modelVersion", "model_version")
         candidates = get(event, "candidates") or ()
         if self._first is None:
@@ -244,7 +270,8 @@ class GeminiStream(StreamAccumulator):
             self._final = self._counts.seen
 
     def _feed_sse(self, event: str | None, data: bytes) -> None:
-        if self._first is None or self._model is None or b'"finishReason"' in data:
+        if (self._first is None or self._model is None or b'"finishReason"' in data
+                or b'"error"' in data):  # fmt: skip
             self._last_raw = None
             super()._feed_sse(event, data)
         elif b'"usageMetadata"' in data:
