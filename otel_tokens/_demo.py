@@ -1,9 +1,10 @@
 """`otel-tokens demo`: gateway-like traffic through a real tracker, a live endpoint, a summary.
 
-The upstream calls are simulated (no network, no provider account needed) but everything
-after them is real: each request is timed by `tracker.track()`, recorded through the
-package's pipeline, served on a Prometheus endpoint, and the closing table is read back
-from the exported metrics, not from the simulator's own counts.
+The upstream calls are simulated (no network, no provider account needed), but they answer
+with bodies and stream events shaped as each provider documents them, and everything after
+that is real: the package's normalizers and stream accumulators read them, the tracker
+records and prices them with the bundled price table, a Prometheus endpoint serves them,
+and the closing table is read back from the exported metrics, not from the simulator.
 """
 
 from __future__ import annotations
@@ -15,32 +16,37 @@ import signal
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TextIO
 
 from otel_tokens import _instruments as spec
 from otel_tokens import _names as n
 from otel_tokens._configure import Telemetry, configure
-from otel_tokens._pricing import ModelPrice, PriceTable
+from otel_tokens._demo_upstream import Tokens, error_body, response_body, stream_events
 from otel_tokens._tracker import TokenTracker
-
-#: List prices in USD per million tokens, for the demo only (the price table proper is its own
-#: feature). Bedrock's Nova Pro is left out on purpose, to show unpriced tokens being counted.
-DEMO_PRICES = PriceTable(
-    {
-        "gpt-4o": ModelPrice(input="2.50", output="10", cache_read="1.25"),
-        "gpt-4o-mini": ModelPrice(input="0.15", output="0.60", cache_read="0.075"),
-        "o3-mini": ModelPrice(input="1.10", output="4.40", cache_read="0.55"),
-        "text-embedding-3-small": ModelPrice(input="0.02", output="0"),
-        "claude-sonnet-4-5": ModelPrice(
-            input="3", output="15", cache_read="0.30", cache_write="3.75"
-        ),
-        "claude-haiku-4-5": ModelPrice(
-            input="1", output="5", cache_read="0.10", cache_write="1.25"
-        ),
-        "gemini-2.5-flash": ModelPrice(input="0.30", output="2.50", cache_read="0.075"),
-    }
+from otel_tokens._usage import Usage
+from otel_tokens.providers import (
+    AnthropicStream,
+    BedrockStream,
+    GeminiStream,
+    OpenAIStream,
+    StreamAccumulator,
+    UsageFields,
+    from_anthropic,
+    from_bedrock,
+    from_gemini,
+    from_openai,
 )
+
+NORMALIZERS: dict[str, Callable[..., Usage]] = {
+    "openai": from_openai, "openai_embeddings": from_openai, "anthropic": from_anthropic,
+    "gemini": from_gemini, "bedrock": from_bedrock,
+}  # fmt: skip
+ACCUMULATORS: dict[str, type[StreamAccumulator]] = {
+    "openai": OpenAIStream, "anthropic": AnthropicStream, "gemini": GeminiStream,
+    "bedrock": BedrockStream,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,9 @@ class Profile:
     """A kind of request the demo gateway forwards."""
 
     provider: str
-    model: str
+    model: str  # what the client asks for
+    answered_by: str  # the model (snapshot) the response names
+    wire: str  # the response format: a key of NORMALIZERS
     scenario: str
     weight: int
     prompt: tuple[int, int]
@@ -57,28 +65,37 @@ class Profile:
     streams: float = 0.6
     cache_read: float = 0.0  # share of requests that hit the prompt cache
     cache_write: float = 0.0  # share of requests that write it
+    cache_1h: float = 0.0  # share of those writes cached for an hour
     reasoning: tuple[float, float] = (0.0, 0.0)  # share of the answer spent thinking
     server: str = ""
 
 
 PROFILES = (
-    Profile("openai", "gpt-4o-mini", "openai", 30, (200, 6000), (20, 800), cache_read=0.35,
+    Profile("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "openai", "openai", 30,
+            (200, 6000), (20, 800), cache_read=0.35, server="api.openai.com"),
+    Profile("openai", "gpt-4o", "gpt-4o-2024-08-06", "openai", "openai", 12, (500, 20000),
+            (50, 1500), cache_read=0.4, server="api.openai.com"),
+    Profile("openai", "o3-mini", "o3-mini-2025-01-31", "openai", "openai", 6, (300, 8000),
+            (400, 6000), cache_read=0.3, reasoning=(0.5, 0.9), server="api.openai.com"),
+    Profile("openai", "text-embedding-3-small", "text-embedding-3-small", "openai_embeddings",
+            "openai", 8, (20, 2000), (0, 0), operation="embeddings", streams=0.0,
             server="api.openai.com"),
-    Profile("openai", "gpt-4o", "openai", 12, (500, 20000), (50, 1500), cache_read=0.4,
-            server="api.openai.com"),
-    Profile("openai", "o3-mini", "openai", 6, (300, 8000), (400, 6000), cache_read=0.3,
-            reasoning=(0.5, 0.9), server="api.openai.com"),
-    Profile("openai", "text-embedding-3-small", "openai", 8, (20, 2000), (0, 0),
-            operation="embeddings", streams=0.0, server="api.openai.com"),
-    Profile("anthropic", "claude-sonnet-4-5", "claude_code", 20, (2000, 90000), (100, 4000),
-            streams=0.9, cache_read=0.7, cache_write=0.25, server="api.anthropic.com"),
-    Profile("anthropic", "claude-haiku-4-5", "anthropic", 8, (200, 10000), (20, 1000),
-            cache_read=0.3, cache_write=0.1, server="api.anthropic.com"),
-    Profile("gcp.gemini", "gemini-2.5-flash", "openai", 10, (300, 30000), (50, 3000),
-            cache_read=0.2, reasoning=(0.2, 0.6),
+    Profile("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929", "anthropic",
+            "claude_code", 20, (2000, 90000), (100, 4000), streams=0.9, cache_read=0.7,
+            cache_write=0.25, cache_1h=0.3, server="api.anthropic.com"),
+    Profile("anthropic", "claude-haiku-4-5", "claude-haiku-4-5-20251001", "anthropic",
+            "anthropic", 8, (200, 10000), (20, 1000), cache_read=0.3, cache_write=0.1,
+            server="api.anthropic.com"),
+    Profile("gcp.gemini", "gemini-2.5-flash", "gemini-2.5-flash", "gemini", "openai", 10,
+            (300, 30000), (50, 3000), cache_read=0.2, reasoning=(0.2, 0.6),
             server="generativelanguage.googleapis.com"),
-    Profile("aws.bedrock", "amazon.nova-pro-v1:0", "anthropic", 6, (300, 10000), (30, 1500),
-            streams=0.3, server="bedrock-runtime.us-east-1.amazonaws.com"),
+    Profile("aws.bedrock", "amazon.nova-pro-v1:0", "amazon.nova-pro-v1:0", "bedrock",
+            "anthropic", 6, (300, 10000), (30, 1500), streams=0.3, cache_read=0.2,
+            server="bedrock-runtime.us-east-1.amazonaws.com"),
+    # A self-hosted model behind an OpenAI-compatible server: no list price, so its tokens
+    # are counted as unpriced, never as $0.
+    Profile("vllm", "Qwen/Qwen3-32B", "Qwen/Qwen3-32B", "openai", "openai", 5, (200, 8000),
+            (20, 1200), server="vllm.internal"),
 )  # fmt: skip
 
 TIERS = (("free", 50), ("pro", 35), ("enterprise", 15))
@@ -87,56 +104,94 @@ HANG_UP = 0.05
 TIME_SCALE = 0.05  # simulated seconds → demo seconds: a 10 s answer takes 0.5 s here
 
 
-class UpstreamError(Exception):
-    """A simulated failure of the upstream provider."""
+def _tokens(profile: Profile, rng: random.Random) -> Tokens:
+    prompt = rng.randint(*profile.prompt)
+    answer = rng.randint(*profile.answer)
+    hit = rng.random() < profile.cache_read
+    cached = prompt * rng.randint(5, 9) // 10 // 128 * 128 if hit else 0
+    written = (prompt - cached) // 2 if rng.random() < profile.cache_write else 0
+    written_1h = written if rng.random() < profile.cache_1h else 0
+    thinking = int(answer * rng.uniform(*profile.reasoning))
+    return Tokens(prompt, cached, written, written_1h, answer, thinking)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One simulated upstream call: what it will answer, and how."""
+
+    profile: Profile
+    tokens: Tokens
+    fields: UsageFields  # what the gateway knows of the request
+    failure: str | None  # the error it fails with, if it does
+    latency: float  # demo seconds
 
 
 async def _one_request(tracker: TokenTracker, rng: random.Random) -> None:
+    """Forward one simulated request and record what its response says it used."""
     profile = rng.choices(PROFILES, [p.weight for p in PROFILES])[0]
-    tier = rng.choices([t for t, _ in TIERS], [w for _, w in TIERS])[0]
-    streamed = rng.random() < profile.streams
-    prompt = rng.randint(*profile.prompt)
-    answer = rng.randint(*profile.answer)
-    latency = 0.2 + answer / rng.uniform(40, 120) + prompt / 200_000  # seconds, simulated
-    async with tracker.track(
-        provider=profile.provider,
-        model=profile.model,
-        operation=profile.operation,
-        streamed=streamed,
-        scenario=profile.scenario,
-        user_tier=tier,
-        server_address=profile.server or None,
-    ) as req:
-        req.model = profile.model + ("-2024-08-06" if profile.model == "gpt-4o" else "")
-        for error_type, chance in FAILURES:
-            if rng.random() < chance:
-                await asyncio.sleep(rng.uniform(0.05, 1.0) * TIME_SCALE)
-                req.error_type = error_type
-                raise UpstreamError(error_type)
-        req.input_tokens = prompt
-        if rng.random() < profile.cache_read:
-            req.cache_read_tokens = prompt * rng.randint(5, 9) // 10 // 128 * 128
-        if rng.random() < profile.cache_write:
-            req.cache_write_tokens = (prompt - req.cache_read_tokens) // 2
-        if not streamed:
-            await asyncio.sleep(latency * TIME_SCALE)
+    tokens = _tokens(profile, rng)
+    fields: UsageFields = {
+        "provider": profile.provider, "request_model": profile.model,
+        "operation": profile.operation, "scenario": profile.scenario,
+        "user_tier": rng.choices([t for t, _ in TIERS], [w for _, w in TIERS])[0],
+        "server_address": profile.server or None,
+        "system_tokens": rng.choice((0, 0, 0, 40, 120)),  # the gateway's own moderation call
+    }  # fmt: skip
+    if profile.wire == "bedrock":  # Bedrock's response does not name the model
+        fields["model"] = profile.answered_by
+    failure = next((kind for kind, chance in FAILURES if rng.random() < chance), None)
+    latency = 0.2 + tokens.answer / rng.uniform(40, 120) + tokens.prompt / 200_000  # simulated
+    call = _Call(profile, tokens, fields, failure, latency * TIME_SCALE)
+    if rng.random() < profile.streams:
+        await _streamed(tracker, call, rng)
+    else:
+        await _whole(tracker, call, rng)
+
+
+async def _whole(tracker: TokenTracker, call: _Call, rng: random.Random) -> None:
+    wire, started = call.profile.wire, time.perf_counter()
+    body: dict[str, Any] | None = None
+    status, error_type = "canceled", call.failure  # canceled unless the wait below ends
+    try:
+        await asyncio.sleep(call.latency * (rng.uniform(0.05, 0.5) if call.failure else 1.0))
+        if call.failure:
+            status, body = "error", error_body(wire, call.failure)
         else:
-            await asyncio.sleep(latency * rng.uniform(0.1, 0.3) * TIME_SCALE)
-            req.first_token()
-            for chunk in range(1, 5):  # tokens arrive in chunks; a hang-up keeps what came
-                req.output_tokens = answer * chunk // 4
-                await asyncio.sleep(latency * 0.2 * TIME_SCALE)
-        req.output_tokens = answer
-        low, high = profile.reasoning
-        req.reasoning_tokens = int(answer * rng.uniform(low, high))
-        req.system_tokens = rng.choice((0, 0, 0, 40, 120))  # the gateway's own moderation call
+            status, body = "success", response_body(wire, call.profile.answered_by, call.tokens)
+    finally:
+        elapsed = time.perf_counter() - started
+        usage = NORMALIZERS[wire](
+            body, status=status, error_type=error_type if status == "error" else None,
+            latency_s=elapsed, **call.fields,
+        )  # fmt: skip
+        tracker.record(usage)
+
+
+async def _streamed(tracker: TokenTracker, call: _Call, rng: random.Random) -> None:
+    wire = call.profile.wire
+    accumulator = ACCUMULATORS[wire](started=time.perf_counter(), **call.fields)
+    status = "canceled"  # a client that hangs up keeps the usage that came
+    try:
+        if call.failure:  # refused before the stream began
+            await asyncio.sleep(call.latency * rng.uniform(0.05, 0.5))
+            status = "error"
+            return
+        events = stream_events(wire, call.profile.answered_by, call.tokens)
+        await asyncio.sleep(call.latency * rng.uniform(0.1, 0.3))  # until the first token
+        for event in events:
+            accumulator.feed(event)
+            await asyncio.sleep(call.latency * 0.6 / len(events))
+        status = "success"
+    finally:
+        error_type = call.failure if status == "error" else None
+        tracker.record(accumulator.finish(status=status, error_type=error_type))
 
 
 async def _client(tracker: TokenTracker, rng: random.Random, stop: asyncio.Event) -> None:
     while not stop.is_set():
         # Most clients wait as long as it takes; a few hang up early (a canceled request).
         patience = (rng.uniform(0.5, 8.0) if rng.random() < HANG_UP else 600.0) * TIME_SCALE
-        with contextlib.suppress(UpstreamError, TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_one_request(tracker, rng), timeout=patience)
         await asyncio.sleep(rng.uniform(0.0, 0.02))
 
@@ -254,7 +309,7 @@ async def _run_traffic(
     seed: int | None,
     out: TextIO,
 ) -> None:
-    tracker = telemetry.tracker(prices=DEMO_PRICES)
+    tracker = telemetry.tracker()  # priced by the bundled table
     rng = random.Random(seed)
     stop = asyncio.Event()
     with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform

@@ -9,8 +9,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 import pytest
+
+from otel_tokens._demo import ACCUMULATORS, NORMALIZERS, PROFILES
+from otel_tokens._demo_upstream import Tokens, response_body, stream_events
 
 EXPECTED = (
     "gen_ai_client_token_usage_bucket",
@@ -78,10 +82,11 @@ def test_demo_serves_metrics_while_running_and_prints_a_summary() -> None:
         "cost",
         "USD",
     ]
-    providers = ("openai", "anthropic", "gcp.gemini", "aws.bedrock")
+    providers = ("openai", "anthropic", "gcp.gemini", "aws.bedrock", "vllm")
     rows = {line.split()[1]: line.split() for line in lines if line.startswith(providers)}
     assert {"gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash"} <= set(rows)
-    assert rows["amazon.nova-pro-v1:0"][-1] == "unpriced"
+    assert rows["Qwen/Qwen3-32B"][-1] == "unpriced"  # self-hosted: no price in the bundled table
+    assert float(rows["claude-sonnet-4-5"][-1]) > 0  # priced by the bundled table
     total = next(line.split() for line in lines if line.startswith("total"))
     requests, ok, error, canceled = (int(v) for v in total[1:5])
     assert requests == ok + error + canceled and requests > 20
@@ -156,3 +161,38 @@ def test_demo_also_pushes_otlp_when_asked() -> None:
         assert receiver.resources()[0]["service.name"] == "otel-tokens-demo"
     finally:
         receiver.close()
+
+
+TOKENS = Tokens(prompt=9000, cached=4096, written=2048, written_1h=512, answer=700, thinking=300)
+#: What each response format can say: the counts it has no field for are given as 0.
+REPORTS = {
+    "openai": {"prompt", "cached", "written", "answer", "thinking"},
+    "openai_embeddings": {"prompt"},
+    "anthropic": {"prompt", "cached", "written", "written_1h", "answer"},
+    "gemini": {"prompt", "cached", "answer", "thinking"},
+    "bedrock": {"prompt", "cached", "written", "answer"},
+}
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=[p.model for p in PROFILES])
+def test_the_simulated_upstreams_answer_what_the_normalizers_read_back(profile: Any) -> None:
+    """The demo's bodies and stream events are in each provider's own meaning (Anthropic and
+    Bedrock leave the cache out of input, Gemini leaves thoughts out of candidates); read
+    with the package's normalizers they give back the counts they were made from."""
+    said = REPORTS[profile.wire]
+    tokens = Tokens(**{f: getattr(TOKENS, f) if f in said else 0 for f in Tokens.__annotations__})
+    # Bedrock's response does not name its model; the others must say it themselves.
+    named: dict[str, Any] = {"model": profile.answered_by} if profile.wire == "bedrock" else {}
+    body = response_body(profile.wire, profile.answered_by, tokens)
+    usages = [NORMALIZERS[profile.wire](body, **named)]
+    if profile.wire in ACCUMULATORS:
+        accumulator = ACCUMULATORS[profile.wire](**named)
+        for event in stream_events(profile.wire, profile.answered_by, tokens):
+            accumulator.feed(event)
+        usages.append(accumulator.finish())
+    for usage in usages:
+        assert (usage.input_tokens, usage.cache_read_tokens, usage.cache_write_tokens,
+                usage.cache_write_1h_tokens, usage.output_tokens, usage.reasoning_tokens) == (
+                tokens.prompt, tokens.cached, tokens.written, tokens.written_1h, tokens.answer,
+                tokens.thinking)  # fmt: skip
+        assert usage.usage_problem is None and usage.model == profile.answered_by
