@@ -21,6 +21,25 @@ from tests.fake_providers import FakeProviders
 
 KEY = "sk-test-0123456789abcdef"
 SECRET = "a-deployment-secret-of-32-bytes!"
+# The Anthropic fixtures are documented claude-sonnet-4-5 responses, a model the SDK now
+# warns about when asked for.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The model 'claude-sonnet-4-5' is deprecated:DeprecationWarning"
+)
+_opened: list[httpx2.Client] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def _http_client(transport: MeteredTransport) -> httpx2.Client:
+    client = httpx2.Client(transport=transport)
+    _opened.append(client)
+    return client
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +57,7 @@ def openai_client(server: FakeProviders, metrics: InMemoryMetrics) -> openai.Ope
     transport = MeteredTransport(metrics.tracker, transport=httpx2.HTTPTransport())
     return openai.OpenAI(
         api_key=KEY, base_url=server.base_url + "/v1", max_retries=0,
-        http_client=httpx2.Client(transport=transport),
+        http_client=_http_client(transport),
     )  # fmt: skip
 
 
@@ -46,7 +65,7 @@ def anthropic_client(server: FakeProviders, metrics: InMemoryMetrics) -> anthrop
     transport = MeteredTransport(metrics.tracker, transport=httpx2.HTTPTransport())
     return anthropic.Anthropic(
         api_key=KEY, base_url=server.base_url, max_retries=0,
-        http_client=httpx2.Client(transport=transport),
+        http_client=_http_client(transport),
     )  # fmt: skip
 
 
@@ -257,7 +276,7 @@ def test_connection_failure_is_one_error(metrics: InMemoryMetrics) -> None:
         port = s.getsockname()[1]  # nothing listens here once closed
     client = openai.OpenAI(
         api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0,
-        http_client=httpx2.Client(transport=MeteredTransport(metrics.tracker)),
+        http_client=_http_client(MeteredTransport(metrics.tracker)),
     )  # fmt: skip
     with pytest.raises(openai.APIConnectionError):
         client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "x"}])
