@@ -36,13 +36,18 @@ from otel_tokens.providers._stream import (
 
 #: A JSON response bigger than this is not kept for its usage (flagged `missing`).
 MAX_JSON_BYTES = 64 * 1024 * 1024
-#: JSON bodies bigger than this are searched for their usage instead of parsed whole.
+#: JSON bodies bigger than this are searched for their usage instead of parsed whole; only
+#: their first and last bytes are kept for that.
 _PARSE_WHOLE_LIMIT = 256 * 1024
+_LARGE_BODY_HEAD = 4 * 1024
+_LARGE_BODY_TAIL = 64 * 1024
 #: How many bytes the caller's loop adds to `ResponseMeter.later` between `on_later()` calls.
 LATER_BYTES = 64 * 1024
 #: How many events at the end of those bytes are read: enough for every protocol's closing
 #: events (OpenAI: usage chunk, `[DONE]`; Anthropic: `message_delta`, `message_stop`).
 _CLOSING_EVENTS = 4
+#: And the last event with usage in so many bytes before those (in all of them at the end).
+_USAGE_REACH = 16 * 1024
 
 _NORMALIZERS: dict[str, Callable[..., Usage]] = {
     "openai": _openai.from_openai,
@@ -143,7 +148,11 @@ class ResponseMeter:
         self._started = started
         self._fields = fields
         self._status_code = status_code
-        self._lock = threading.Lock()
+        # The request thread reads the body, but the consumer thread makes the `Usage`, and
+        # a response may be closed from another thread: they take turns.
+        self._lock = threading.RLock()
+        self._ending = threading.Lock()
+        self._read_all = False  # the consumer read what was left
         self._done = False
         self._saw_done_marker = False
         self._decoder = _Decoder(content_encoding) if content_encoding else None
@@ -176,7 +185,11 @@ class ResponseMeter:
                 self._later_size = 0
                 self.on_later()
             return
-        if self._unreadable:
+        with self._lock:
+            self._look(chunk)
+
+    def _look(self, chunk: bytes) -> None:
+        if self._unreadable or self._read_all:
             return
         try:
             if self._decoder is not None:
@@ -206,11 +219,12 @@ class ResponseMeter:
 
     def on_later(self) -> None:
         """The caller's loop added about `LATER_BYTES` to `later`; never raises."""
-        if self._done:
-            if self.later is not None:
-                self.later.clear()
-            return
-        self._read_later()
+        with self._lock:
+            if self._read_all:  # chunks after the end: nobody will read them
+                if self.later is not None:
+                    self.later.clear()
+                return
+            self._read_later()
 
     def _read_later(self, *, final: bool = False) -> None:
         """Skip all but the closing events among the chunks in `later`, unread; at the
@@ -223,16 +237,18 @@ class ResponseMeter:
         if self._unreadable:
             return
         try:
-            if self._decoder is not None and chunks:  # a compressed stream is decoded whole
-                chunks = [self._decoder(b"".join(chunks))]
+            if self._decoder is not None:  # decoded chunk by chunk, so that most stay unread
+                decode = self._decoder
+                chunks = [decoded for chunk in chunks if (decoded := decode(chunk))]
             if self._kept:
                 chunks.insert(0, self._kept)
             sse = self._sse
             assert sse is not None
+            marker = self._stream.usage_marker if self._stream is not None else b""
             if final:
-                self._events(sse.feed_tail(chunks, _CLOSING_EVENTS))
+                self._events(sse.feed_tail(chunks, _CLOSING_EVENTS, marker=marker))
                 return
-            tail = sse.skip(chunks, _CLOSING_EVENTS)
+            tail = sse.skip(chunks, _CLOSING_EVENTS, marker=marker, reach=_USAGE_REACH)
             if tail is None:  # a few long events: read them all
                 self._kept = b""
                 self._events(sse.feed(b"".join(chunks)))
@@ -257,20 +273,28 @@ class ResponseMeter:
             self._finish("canceled")
 
     def _finish(self, ended: str | None, error_type: str | None = None) -> None:
-        with self._lock:
+        with self._ending:  # not the reading lock: closing never waits for a read
             if self._done:
                 return
             self._done = True
         at = time.perf_counter()
         with contextlib.suppress(Exception):  # metering must never break the caller's request
+            if self._stream is None and self._size > _PARSE_WHOLE_LIMIT:
+                with self._lock:  # hold its ends only, not megabytes, while it is queued
+                    self._chunks = [_ends_of(b"".join(self._chunks))]
             self._record_later(partial(self._usage, ended, error_type, at))
 
     def _usage(self, ended: str | None, error_type: str | None, at: float) -> Usage:
-        """The response's `Usage`, made on the tracker's consumer thread (the request
-        thread no longer touches this meter): its last events are read only here."""
-        self._read_later(final=True)
-        if self._sse is not None and ended == "success":  # a last event without "\n\n"
-            self._events(self._sse.close())
+        """The response's `Usage`, made on the tracker's consumer thread: its last events
+        are read only here."""
+        with self._lock:
+            self._read_later(final=True)
+            if self._sse is not None and ended == "success":  # a last event without "\n\n"
+                self._events(self._sse.close())
+            self._read_all = True
+            return self._make_usage(ended, error_type, at)
+
+    def _make_usage(self, ended: str | None, error_type: str | None, at: float) -> Usage:
         status = ended
         if status is None:  # closed: complete if the provider's last event had arrived
             complete = self._saw_done_marker or (self._stream is not None and self._stream.final)
@@ -294,7 +318,8 @@ class ResponseMeter:
         normalize = _NORMALIZERS[self._route.wire]
         body = b"".join(self._chunks)
         self._chunks = []
-        parsed = None if self._unreadable else _parse_json(body, self._route.wire)
+        large = self._size > _PARSE_WHOLE_LIMIT
+        parsed = None if self._unreadable else _parse_json(body, self._route.wire, whole=not large)
         usage = normalize(parsed, **fields)
         if self._unreadable and status != "error":
             return _with_problem(usage, "missing")
@@ -309,10 +334,15 @@ def _with_problem(usage: Usage, problem: str) -> Usage:
     return replace(usage, usage_problem=problem)
 
 
-def _parse_json(body: bytes, wire: str) -> Any:
+def _ends_of(body: bytes) -> bytes:
+    """What a large JSON body's usage is read from: its start (the model) and end (usage)."""
+    return body[:_LARGE_BODY_HEAD] + b" " + body[-_LARGE_BODY_TAIL:]
+
+
+def _parse_json(body: bytes, wire: str, *, whole: bool) -> Any:
     if not body:
         return None
-    if len(body) <= _PARSE_WHOLE_LIMIT:
+    if whole:
         try:
             return json.loads(body)
         except ValueError:

@@ -63,7 +63,10 @@ class Route:
         """The model the request asked for. Finding it in a body of many kilobytes takes
         time, so the transports call this off the request path."""
         if self.body and self.wire in ("openai", "anthropic"):
-            model = _body_model(self.body)
+            try:
+                model = _body_model(self.body)
+            except Exception:  # RecursionError from a deeply nested body, and the like
+                model = None
             if model is not None:
                 return model
         return self.path_model

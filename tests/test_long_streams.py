@@ -6,9 +6,12 @@ accumulator gives when it reads every event."""
 from __future__ import annotations
 
 import gzip
+import os
 import random
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -115,8 +118,8 @@ def skipped(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     kept: list[int] = []
     real = SSEParser.skip
 
-    def spy(self: SSEParser, chunks: list[bytes], count: int) -> bytes | None:
-        tail = real(self, chunks, count)
+    def spy(self: SSEParser, chunks: list[bytes], count: int, **options: Any) -> bytes | None:
+        tail = real(self, chunks, count, **options)
         if tail is not None:
             kept.append(len(tail))
         return tail
@@ -180,3 +183,72 @@ def test_a_stream_of_few_huge_events_is_read_whole(skipped: list[int]) -> None:
         meter_for("openai_chat_stream.txt", made), chunked(b"".join(events), "4096"), None
     )
     assert tokens(made[0]) == STREAMS[0][2] and made[0].usage_problem is None
+
+
+@pytest.mark.parametrize("trailing", [3, 100])  # up to _USAGE_REACH of them
+def test_data_events_after_the_usage_chunk_do_not_hide_it(trailing: int) -> None:
+    events = long_events("openai_chat_stream.txt")
+    usage_chunk, done = events[-2], events[-1]
+    empty = b'data: {"object":"chat.completion.chunk","model":"gpt-4.1","choices":[]}\n\n'
+    events[-2:] = [usage_chunk, *[empty] * trailing, done]
+    made: list[Usage] = []
+    read_through_transport(meter_for("openai_chat_stream.txt", made), events, None)
+    assert tokens(made[0]) == STREAMS[0][2] and made[0].usage_problem is None
+
+
+def test_a_gzipped_stream_larger_than_what_is_read_at_once_is_skipped_too(
+    skipped: list[int],
+) -> None:
+    events = long_events("anthropic_stream.txt")
+    events[5:-4] = [e.replace(b'"text":"', b'"text":"%s' % os.urandom(96).hex().encode(), 1)
+                    for e in events[5:-4]]  # fmt: skip
+    raw = gzip.compress(b"".join(events))
+    assert len(raw) > 2 * LATER_BYTES
+    made: list[Usage] = []
+    meter = meter_for("anthropic_stream.txt", made, encoding="gzip")
+    read_through_transport(meter, chunked(raw, "random"), None)
+    assert tokens(made[0]) == STREAMS[2][2] and made[0].usage_problem is None
+    assert len(skipped) >= 2
+
+
+def test_a_response_closed_from_another_thread_while_its_chunks_are_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The consumer thread makes the `Usage` while the request thread may still be reading
+    what the caller kept: it must wait, not read half-handled chunks."""
+    inside, go = threading.Event(), threading.Event()
+    real = SSEParser.skip
+
+    def held(self: SSEParser, chunks: list[bytes], count: int, **options: Any) -> bytes | None:
+        if threading.current_thread().name == "reader":
+            inside.set()
+            go.wait(10)
+        return real(self, chunks, count, **options)
+
+    monkeypatch.setattr(SSEParser, "skip", held)
+    made: list[Usage] = []
+    makers: list[threading.Thread] = []
+
+    def record_later(make: Any) -> None:  # as the consumer thread would, at once
+        makers.append(threading.Thread(target=lambda: made.append(make())))
+        makers[-1].start()
+
+    meter = meter_for("openai_chat_stream.txt", made)
+    meter._record_later = record_later
+    events = long_events("openai_chat_stream.txt")
+    first = 0
+    while meter.later is None:
+        meter.on_chunk(events[first])
+        first += 1
+    assert meter.later is not None
+    meter.later.extend(events[first:])  # the caller's loop kept the rest, [DONE] included
+    reader = threading.Thread(target=meter.on_later, name="reader")
+    reader.start()
+    assert inside.wait(10)
+    meter.on_close()  # the caller saw [DONE] and closed, from another thread
+    makers[0].join(0.5)  # it must be waiting for the reader (bounded: not a timing assertion)
+    go.set()
+    reader.join(10)
+    makers[0].join(10)
+    assert tokens(made[0]) == STREAMS[0][2]
+    assert (made[0].status, made[0].usage_problem) == ("success", None)

@@ -32,26 +32,33 @@ class SSEParser:
         self._keep(rest)
         return [event for block in blocks if (event := _parse(block)) is not None]
 
-    def feed_tail(self, chunks: Sequence[bytes], count: int) -> list[Event]:
-        """The last `count` events that `chunks` complete; the ones before are not read.
+    def feed_tail(self, chunks: Sequence[bytes], count: int, *, marker: bytes = b"") -> list[Event]:
+        """The last `count` events that `chunks` complete, and before them the last event
+        holding `marker` (if any); the other events are not read.
 
         Args:
             chunks: the stream's next bytes, in order.
             count: how many of the last complete events to return.
+            marker: bytes that mark an event to return wherever it is (its usage, say).
         """
-        tail = self.skip(chunks, count)
+        tail = self.skip(chunks, count, marker=marker)
         return self.feed(b"".join(chunks) if tail is None else tail)
 
-    def skip(self, chunks: Sequence[bytes], count: int) -> bytes | None:
-        """Skip all but the last `count` events that `chunks` complete, unread.
+    def skip(
+        self, chunks: Sequence[bytes], count: int, *, marker: bytes = b"", reach: int | None = None
+    ) -> bytes | None:
+        """Skip, unread, all but the last `count` events that `chunks` complete and the last
+        event before them that holds `marker`.
 
-        A reader that needs only a stream's closing events calls this every so many
-        chunks and keeps what it returns: the bytes of the skipped events are not even
-        joined, let alone split or parsed, so a piece of 1 MiB costs what 1 KiB does.
+        A reader that needs only a stream's closing events calls this every so many chunks
+        and keeps what it returns: the bytes of the skipped events are not even joined, let
+        alone split or parsed, so a piece of 1 MiB costs what 1 KiB does.
 
         Args:
             chunks: the stream's next bytes, in order.
             count: how many of the last complete events to keep.
+            marker: bytes that mark one more event to keep: the last one holding them.
+            reach: how far before the kept events to look for `marker` (None: anywhere).
 
         Returns:
             The bytes of the kept events and of the unfinished one after them, which the
@@ -59,22 +66,29 @@ class SSEParser:
             changed, when `chunks` do not complete more than `count` events.
         """
         taken = count + 1  # most servers write one event per chunk
-        while taken < len(chunks):
-            # The pending bytes, and the rest of an event being skipped, end before these.
-            buffer = _lines(b"".join(chunks[-taken:]))
-            at, found = buffer.rfind(b"\n\n"), 0  # the end of the last complete event
-            while found < count and at > 0:
-                before = buffer.rfind(b"\n\n", 0, at)
-                if before < 0:  # this block may begin before these chunks
-                    break
-                if _has_data(buffer, before + 2, at):  # comments and blank blocks do not count
-                    found += 1
-                at = before
-            if found == count:
-                self._pending, self._skipping = b"", False
-                return buffer[at + 2 :]
+        while True:
+            whole = taken >= len(chunks)
+            joined = b"".join(chunks if whole else chunks[-taken:])
+            # Unless all is taken, the pending bytes, and the rest of an event being
+            # skipped, end before these chunks.
+            buffer = _lines(self._pending + joined if whole else joined)
+            at = _kept_from(buffer, count)
+            if at >= 0 and (whole or not marker or (reach is not None and len(buffer) >= reach)):
+                break
+            if whole:
+                return None
             taken *= 2
-        return None
+        kept = buffer[at + 2 :]
+        if marker:
+            low = at - reach if reach is not None else 0
+            if whole and self._skipping:  # the start is the rest of an event being dropped
+                low = max(low, buffer.find(b"\n\n") + 2)
+            spot = buffer.rfind(marker, max(0, low), at)
+            begin = _block_start(buffer, spot) if spot >= 0 else -1
+            if begin > 0 or (begin == 0 and whole and not self._skipping):
+                kept = buffer[begin : buffer.find(b"\n\n", spot)] + b"\n\n" + kept
+        self._pending, self._skipping = b"", False
+        return kept
 
     def close(self) -> list[Event]:
         """The last event, when the stream ended without a blank line after it."""
@@ -97,6 +111,26 @@ class SSEParser:
         if len(rest) > MAX_PENDING_BYTES:
             rest, self.overflowed, self._skipping = rest[-1:], True, True
         self._pending = rest
+
+
+def _block_start(buffer: bytes, at: int) -> int:
+    """Where the event holding `buffer[at]` begins."""
+    end_of_previous = buffer.rfind(b"\n\n", 0, at)
+    return 0 if end_of_previous < 0 else end_of_previous + 2
+
+
+def _kept_from(buffer: bytes, count: int) -> int:
+    """Where the separator before the last `count` complete events of `buffer` is; -1 when
+    it does not hold that many events with a separator before them."""
+    at, found = buffer.rfind(b"\n\n"), 0  # the end of the last complete event
+    while found < count and at > 0:
+        before = buffer.rfind(b"\n\n", 0, at)
+        if before < 0:  # this block may begin before these bytes
+            return -1
+        if _has_data(buffer, before + 2, at):  # comments and blank blocks do not count
+            found += 1
+        at = before
+    return at if found == count else -1
 
 
 def _has_data(buffer: bytes, start: int, end: int) -> bool:

@@ -35,6 +35,8 @@ class StreamAccumulator:
 
     provider = "unknown"
     operation = "chat"
+    #: Bytes in every raw event that carries usage, and in few others (`SSEParser.skip`).
+    usage_marker = b'"usage"'
 
     def __init__(self, *, started: float | None = None, **fields: Unpack[UsageFields]) -> None:
         self._started = time.perf_counter() if started is None else started
@@ -151,6 +153,7 @@ class OpenAIStream(StreamAccumulator):
     arrives) and Responses API events, from OpenAI or an OpenAI-compatible server."""
 
     provider = "openai"
+    usage_marker = b'_tokens"'  # every chunk says "usage":null; a usage block has counts
 
     def _feed(self, event: object) -> None:
         kind = text(event, "type")
@@ -244,6 +247,7 @@ class GeminiStream(StreamAccumulator):
 
     provider = "gcp.gemini"
     operation = _gemini.OPERATION
+    usage_marker = b'"usageMetadata"'
 
     def __init__(self, *, started: float | None = None, **fields: Unpack[UsageFields]) -> None:
         super().__init__(started=started, **fields)
