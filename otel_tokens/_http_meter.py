@@ -168,7 +168,6 @@ class ResponseMeter:
         #: here and calls `on_later()` after every `LATER_BYTES` of them or so; all but the
         #: stream's last few events are then let go unread.
         self.later: list[bytes] | None = None
-        self._later_size = 0  # of what on_chunk() added
         self._kept = b""  # the last events of the chunks `later` had, already decoded
         if self._streaming and not self._unreadable:
             self._sse = SSEParser()
@@ -178,12 +177,9 @@ class ResponseMeter:
         """Look at one chunk on its way to the caller; never raises."""
         if self._done:
             return
-        if self.later is not None:  # a caller that does not keep `later` itself
+        if self.later is not None:  # a caller that does not keep `later` itself: at once
             self.later.append(chunk)
-            self._later_size += len(chunk)
-            if self._later_size >= LATER_BYTES:
-                self._later_size = 0
-                self.on_later()
+            self.on_later()
             return
         with self._lock:
             self._look(chunk)

@@ -7,6 +7,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from opentelemetry.context import get_current
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
@@ -201,15 +202,8 @@ class TokenTracker:
         Args:
             usage: what the request used.
         """
-        self._queue(usage)
-
-    def _record_later(self, make: Callable[[], Usage]) -> None:
-        """Like `record`, but `make()` builds the `Usage` on the consumer thread."""
-        self._queue(Later(make))
-
-    def _queue(self, item: object) -> None:
         try:
-            if not self._handoff.put((item, get_current())):
+            if not self._handoff.put((usage, get_current())):
                 self._drops.add_later(
                     "queue_full",
                     f"the queue of {QUEUE_CAPACITY} records waiting to be aggregated is full",
@@ -217,6 +211,10 @@ class TokenTracker:
         except Exception:
             with contextlib.suppress(Exception):
                 self._drops.add_later("internal_error", "queuing the record failed")
+
+    def _record_later(self, make: Callable[[], Usage]) -> None:
+        """Like `record`, but `make()` builds the `Usage` on the consumer thread."""
+        self.record(cast(Usage, Later(make)))  # queued as is; the consumer knows a Later
 
     def track(
         self,
