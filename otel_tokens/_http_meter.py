@@ -2,11 +2,17 @@
 
 The caller's bytes are never held back or changed: each chunk is looked at and handed on.
 A streamed (SSE) body's first events go through the provider's stream accumulator as they
-pass, until it knows the model and the time of the first token; after that the chunks are
-only kept, and every `LATER_BYTES` all but the last few events are let go unread, since in
-every provider's protocol the usage, errors and `[DONE]` close the stream. A JSON body is
-kept (bounded). The closing events and JSON bodies are read on the tracker's consumer
-thread, off the request path.
+pass, until it knows the model and the time of the first token. After that only the stream's
+closing events matter, since in every provider's protocol the usage, errors and `[DONE]`
+close it, so the chunks are only kept:
+
+- from a server that sends each event in a chunk of its own (most do: they flush every
+  event), the last `RING_CHUNKS` chunks, in a ring that lets older ones go;
+- otherwise (events cut across chunks, a compressed body) every chunk, and every
+  `LATER_BYTES` all but the last few events are let go unread.
+
+A JSON body is kept (bounded). The closing events and JSON bodies are read on the tracker's
+consumer thread, off the request path.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import re
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -43,6 +50,10 @@ _LARGE_BODY_HEAD = 4 * 1024
 _LARGE_BODY_TAIL = 64 * 1024
 #: How many bytes the caller's loop adds to `ResponseMeter.later` between `on_later()` calls.
 LATER_BYTES = 64 * 1024
+#: How many of an event-aligned stream's last chunks are kept (`ResponseMeter.ring`).
+RING_CHUNKS = 64
+#: How a chunk that ends an event ends.
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 #: How many events at the end of those bytes are read: enough for every protocol's closing
 #: events (OpenAI: usage chunk, `[DONE]`; Anthropic: `message_delta`, `message_stop`).
 _CLOSING_EVENTS = 4
@@ -165,9 +176,13 @@ class ResponseMeter:
             self._decoder is not None and self._decoder.failed
         )
         #: Once a stream's first events are read, the caller's loop only appends its chunks
-        #: here and calls `on_later()` after every `LATER_BYTES` of them or so; all but the
-        #: stream's last few events are then let go unread.
+        #: to `ring`, when it is set, or else here, calling `on_later()` after every
+        #: `LATER_BYTES` of them or so; all but the stream's last few events are then let go
+        #: unread. Set (to a list, maybe unused) when that begins.
         self.later: list[bytes] | None = None
+        #: The last `RING_CHUNKS` chunks, for a stream whose first chunks each ended an event.
+        self.ring: deque[bytes] | None = None
+        self._aligned = self._decoder is None  # every chunk so far ended an event
         self._kept = b""  # the last events of the chunks `later` had, already decoded
         if self._streaming and not self._unreadable:
             self._sse = SSEParser()
@@ -177,7 +192,10 @@ class ResponseMeter:
         """Look at one chunk on its way to the caller; never raises."""
         if self._done:
             return
-        if self.later is not None:  # a caller that does not keep `later` itself: at once
+        if self.ring is not None:  # a caller that does not keep `ring` or `later` itself
+            self.ring.append(chunk)
+            return
+        if self.later is not None:
             self.later.append(chunk)
             self.on_later()
             return
@@ -191,6 +209,7 @@ class ResponseMeter:
             if self._decoder is not None:
                 chunk = self._decoder(chunk)
             if self._sse is not None:
+                self._aligned = self._aligned and chunk.endswith(_EVENT_ENDS)
                 self._events(self._sse.feed(chunk))
             else:
                 self._size += len(chunk)
@@ -211,6 +230,8 @@ class ResponseMeter:
             else:
                 stream.feed_sse(event, data)
         if self.later is None and not self._done and not stream.needs_every_event:
+            if self._aligned:
+                self.ring = deque(maxlen=RING_CHUNKS)
             self.later = []
 
     def on_later(self) -> None:
@@ -224,9 +245,13 @@ class ResponseMeter:
 
     def _read_later(self, *, final: bool = False) -> None:
         """Skip all but the closing events among the chunks in `later`, unread; at the
-        `final` call, read those."""
+        `final` call, read those (or the closing events of `ring`)."""
         later = self.later
         if later is None:
+            return
+        if self.ring is not None:
+            if final:
+                self._read_ring(self.ring)
             return
         chunks = later[:]
         later.clear()  # the same list: the caller's loop holds it
@@ -250,6 +275,21 @@ class ResponseMeter:
                 self._events(sse.feed(b"".join(chunks)))
             else:
                 self._kept = tail  # until the next call, or the final one
+        except Exception:
+            self._unreadable = True
+
+    def _read_ring(self, ring: deque[bytes]) -> None:
+        """Read the closing events of the chunks the ring kept."""
+        chunks = list(ring)
+        ring.clear()
+        sse = self._sse
+        if self._unreadable or sse is None:
+            return
+        try:
+            if len(chunks) == RING_CHUNKS:  # chunks before these were let go: start afresh
+                sse.restart()
+            marker = self._stream.usage_marker if self._stream is not None else b""
+            self._events(sse.feed_tail(chunks, _CLOSING_EVENTS, marker=marker))
         except Exception:
             self._unreadable = True
 

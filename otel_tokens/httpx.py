@@ -208,8 +208,13 @@ class _SyncStream:
                 yield chunk
                 if meter.later is not None:
                     break
-            later = meter.later
-            if later is not None:  # the rest of a long stream: kept and read many at a time
+            ring, later = meter.ring, meter.later
+            if ring is not None:  # the rest of a stream of one event per chunk: its last ones
+                keep = ring.append
+                for chunk in chunks:
+                    keep(chunk)
+                    yield chunk
+            elif later is not None:  # the rest of a long stream: kept and read many at a time
                 keep, size = later.append, 0
                 for chunk in chunks:
                     keep(chunk)
@@ -247,8 +252,13 @@ class _AsyncStream:
                 yield chunk
                 if meter.later is not None:
                     break
-            later = meter.later
-            if later is not None:  # as in _SyncStream
+            ring, later = meter.ring, meter.later
+            if ring is not None:  # as in _SyncStream
+                keep = ring.append
+                async for chunk in chunks:
+                    keep(chunk)
+                    yield chunk
+            elif later is not None:
                 keep, size = later.append, 0
                 async for chunk in chunks:
                     keep(chunk)

@@ -1,24 +1,27 @@
 """Long streams as the transport reads them: once a stream's first events are read, its
-chunks are kept and all but the closing events are let go unread. Whatever the chunking,
-line endings or compression, and wherever the caller stops, the usage must be the one the
-accumulator gives when it reads every event."""
+chunks are kept (the last few of a stream of one event per chunk, else all of them) and all
+but the closing events are let go unread. Whatever the chunking, line endings or
+compression, and wherever the caller stops, the usage must be the one the accumulator gives
+when it reads every event, or be flagged."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import json
 import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from otel_tokens import Usage
-from otel_tokens._http_meter import LATER_BYTES, ResponseMeter
+from otel_tokens._http_meter import LATER_BYTES, RING_CHUNKS, ResponseMeter
 from otel_tokens._http_route import Route
-from otel_tokens.httpx import _SyncStream
+from otel_tokens.httpx import _AsyncStream, _SyncStream
 from otel_tokens.providers._sse import SSEParser
 from tests.fake_providers import long_events
 from tests.test_streams import STREAMS, tokens
@@ -128,13 +131,61 @@ def skipped(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return kept
 
 
-def test_the_events_of_a_long_stream_are_let_go_unread(skipped: list[int]) -> None:
+def test_the_events_of_a_long_stream_in_pieces_are_let_go_unread(skipped: list[int]) -> None:
     made: list[Usage] = []
     raw = b"".join(long_events("openai_chat_stream.txt"))
-    read_through_transport(meter_for("openai_chat_stream.txt", made), chunked(raw, "events"), None)
+    meter = meter_for("openai_chat_stream.txt", made)
+    read_through_transport(meter, chunked(raw, "4096"), None)
+    assert meter.ring is None  # events cut across chunks: all chunks kept, read every so often
     assert len(skipped) >= 4  # every LATER_BYTES, and at the end
     assert max(skipped) < 4096  # only the last few events were kept each time
     assert tokens(made[0]) == STREAMS[0][2]
+
+
+class AsyncBody:
+    """`Body` for the async transport."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("sizes", ["events", "4096"])
+def test_the_async_transport_reads_a_long_stream_the_same_way(sizes: str) -> None:
+    made: list[Usage] = []
+    meter = meter_for("anthropic_stream.txt", made)
+    chunks = chunked(b"".join(long_events("anthropic_stream.txt")), sizes)
+
+    async def read() -> int:
+        stream = _AsyncStream(AsyncBody(chunks), meter)
+        seen = sum([len(chunk) async for chunk in stream])
+        await stream.aclose()
+        return seen
+
+    assert asyncio.run(read()) == sum(map(len, chunks))
+    assert (meter.ring is not None) == (sizes == "events")
+    assert tokens(made[0]) == STREAMS[2][2] and made[0].usage_problem is None
+
+
+def test_a_stream_of_one_event_per_chunk_keeps_only_its_last_chunks(skipped: list[int]) -> None:
+    made: list[Usage] = []
+    chunks = long_events("openai_chat_stream.txt")
+    meter = meter_for("openai_chat_stream.txt", made)
+    most = 0
+    stream = _SyncStream(Body(chunks), meter)
+    for _ in stream:
+        most = max(most, len(meter.ring or ()))
+    stream.close()
+    assert len(chunks) > 10 * RING_CHUNKS
+    assert most == RING_CHUNKS  # the ring never held more
+    assert len(skipped) == 1 and skipped[0] < 4096  # read once, at the end: its last events
+    assert tokens(made[0]) == STREAMS[0][2] and made[0].usage_problem is None
 
 
 @pytest.mark.parametrize(
@@ -185,15 +236,68 @@ def test_a_stream_of_few_huge_events_is_read_whole(skipped: list[int]) -> None:
     assert tokens(made[0]) == STREAMS[0][2] and made[0].usage_problem is None
 
 
-@pytest.mark.parametrize("trailing", [3, 100])  # up to _USAGE_REACH of them
-def test_data_events_after_the_usage_chunk_do_not_hide_it(trailing: int) -> None:
-    events = long_events("openai_chat_stream.txt")
-    usage_chunk, done = events[-2], events[-1]
-    empty = b'data: {"object":"chat.completion.chunk","model":"gpt-4.1","choices":[]}\n\n'
-    events[-2:] = [usage_chunk, *[empty] * trailing, done]
+_EMPTY_CHUNK = b'data: {"object":"chat.completion.chunk","model":"gpt-4.1","choices":[]}\n\n'
+
+
+def with_trailing(events: list[bytes], trailing: int) -> list[bytes]:
+    """`events` with `trailing` data events between the usage chunk and `[DONE]`."""
+    return [*events[:-1], *[_EMPTY_CHUNK] * trailing, events[-1]]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "trailing"),
+    [("events", 3), ("events", RING_CHUNKS - 3), ("4096", 3), ("4096", 100)],
+)  # within the ring, or within _USAGE_REACH
+def test_data_events_after_the_usage_chunk_do_not_hide_it(sizes: str, trailing: int) -> None:
+    raw = b"".join(with_trailing(long_events("openai_chat_stream.txt"), trailing))
+    made: list[Usage] = []
+    read_through_transport(meter_for("openai_chat_stream.txt", made), chunked(raw, sizes), None)
+    assert tokens(made[0]) == STREAMS[0][2] and made[0].usage_problem is None
+
+
+def test_a_usage_chunk_the_ring_let_go_is_flagged_not_zero() -> None:
+    events = with_trailing(long_events("openai_chat_stream.txt"), RING_CHUNKS)
     made: list[Usage] = []
     read_through_transport(meter_for("openai_chat_stream.txt", made), events, None)
-    assert tokens(made[0]) == STREAMS[0][2] and made[0].usage_problem is None
+    assert made[0].status == "success" and made[0].usage_problem == "missing"
+
+
+@pytest.mark.parametrize("name", [s[0] for s in STREAMS if s[0].endswith("stream.txt")])
+def test_a_stream_whose_closing_events_come_in_pieces_after_whole_ones(name: str) -> None:
+    """A server that sent its first events whole may cut the last ones (a proxy, TCP)."""
+    events = long_events(name)
+    tail = b"".join(events[-3:])
+    size = len(tail) // 20 + 1
+    pieces = [tail[at : at + size] for at in range(0, len(tail), size)]
+    made: list[Usage] = []
+    read_through_transport(meter_for(name, made), [*events[:-3], *pieces], None)
+    expected = next(s[2] for s in STREAMS if s[0] == name)
+    assert tokens(made[0]) == expected and made[0].usage_problem is None
+
+
+def in_lines(event: str, data: dict[str, Any]) -> list[bytes]:
+    """An event whose JSON is cut into many `data:` lines, one chunk each (SSE joins them)."""
+    parts = json.dumps(data).split(", ")
+    lines = [f"data: {part},\n".encode() for part in parts[:-1]] + [
+        f"data: {parts[-1]}\n\n".encode()
+    ]
+    return [f"event: {event}\n".encode(), *lines]
+
+
+def test_a_full_ring_that_begins_inside_an_event_reads_no_half_of_it() -> None:
+    """When the ring has let chunks go, its first chunks may be the last lines of an event:
+    read alone they are not JSON, and must not make the stream look malformed."""
+    events = long_events("anthropic_stream.txt")
+    delta = {"type": "content_block_delta", "index": 0, "pad": [0] * 40,
+             "delta": {"type": "text_delta", "text": "more"}}  # fmt: skip
+    long_delta = in_lines("content_block_delta", delta)
+    assert 2 * len(long_delta) > RING_CHUNKS - 2  # the ring holds less than two of them
+    middle = long_delta * 5
+    made: list[Usage] = []
+    read_through_transport(
+        meter_for("anthropic_stream.txt", made), [*events[:4], *middle, *events[-2:]], None
+    )
+    assert tokens(made[0]) == STREAMS[2][2] and made[0].usage_problem is None
 
 
 def test_a_gzipped_stream_larger_than_what_is_read_at_once_is_skipped_too(
@@ -237,10 +341,12 @@ def test_a_response_closed_from_another_thread_while_its_chunks_are_read(
     meter._record_later = record_later
     events = long_events("openai_chat_stream.txt")
     first = 0
-    while meter.later is None:
-        meter.on_chunk(events[first])
+    while meter.later is None:  # in halves: not one event per chunk, so no ring
+        half = len(events[first]) // 2
+        meter.on_chunk(events[first][:half])
+        meter.on_chunk(events[first][half:])
         first += 1
-    assert meter.later is not None
+    assert meter.later is not None and meter.ring is None
     meter.later.extend(events[first:])  # the caller's loop kept the rest, [DONE] included
     reader = threading.Thread(target=meter.on_later, name="reader")
     reader.start()

@@ -66,6 +66,9 @@ class SSEParser:
             changed, when `chunks` do not complete more than `count` events.
         """
         taken = count + 1  # most servers write one event per chunk
+        if marker and chunks:  # and `reach` bytes before those: all of them when None
+            mean = max(1, sum(map(len, chunks)) // len(chunks))
+            taken = len(chunks) if reach is None else taken + -(-reach // mean) + count
         while True:
             whole = taken >= len(chunks)
             joined = b"".join(chunks if whole else chunks[-taken:])
@@ -89,6 +92,11 @@ class SSEParser:
                 kept = buffer[begin : buffer.find(b"\n\n", spot)] + b"\n\n" + kept
         self._pending, self._skipping = b"", False
         return kept
+
+    def restart(self) -> None:
+        """Forget the unfinished event: the next bytes come from later in the stream, so
+        everything up to their first blank line is the rest of an event that was let go."""
+        self._pending, self._skipping = b"", True
 
     def close(self) -> list[Event]:
         """The last event, when the stream ended without a blank line after it."""
