@@ -11,6 +11,8 @@ Example:
 from __future__ import annotations
 
 from otel_tokens._configure import Telemetry, configure
+from otel_tokens._ledger import UsageLedger
+from otel_tokens._ledger_query import UsageTotals
 from otel_tokens._pricing import ModelPrice, PriceTable
 from otel_tokens._track import TrackedRequest
 from otel_tokens._tracker import TokenTracker
@@ -24,6 +26,8 @@ __all__ = [
     "TokenTracker",
     "TrackedRequest",
     "Usage",
+    "UsageLedger",
+    "UsageTotals",
     "__version__",
     "configure",
 ]

@@ -9,10 +9,11 @@ exemplars still point at the right trace.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Observation
@@ -23,6 +24,9 @@ from otel_tokens._pricing import PICO_PER_USD, PriceTable
 from otel_tokens._series import Series, SeriesTable
 from otel_tokens._usage import Usage, find_fault
 from otel_tokens._warn import WarnOnce
+
+if TYPE_CHECKING:
+    from otel_tokens._ledger import UsageLedger
 
 #: A queued record: a `Usage` (or whatever a caller passed as one, checked when folded)
 #: or a `Later`, and the context it was recorded in.
@@ -123,16 +127,19 @@ class Aggregator:
         prices: prices by model (maybe empty).
         drops: where records that cannot be recorded are counted.
         warn: the tracker's once-per-kind warner.
+        ledger: where each recorded usage is also queued, with its cost.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built in one place, by the tracker
         self,
         table: SeriesTable,
         histograms: Histograms,
         prices: PriceTable,
         drops: Drops,
         warn: WarnOnce,
+        ledger: UsageLedger | None = None,
     ) -> None:
+        self._ledger = ledger
         self._table = table
         self._histograms = histograms
         self._prices = prices
@@ -202,6 +209,8 @@ class Aggregator:
         elif usage.input_tokens or usage.output_tokens:
             series.unpriced_tokens += usage.input_tokens + usage.output_tokens
             self._warn_no_price(series)
+        if self._ledger is not None:
+            self._ledger.add(usage, cost, int(time.time() * 1_000_000))
 
     def _warn_no_price(self, series: Series) -> None:
         if not len(self._prices):

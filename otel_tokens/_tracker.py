@@ -17,6 +17,7 @@ from otel_tokens import _names as n
 from otel_tokens._aggregator import Aggregator, Drops, Histograms, Later, Queued
 from otel_tokens._fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._handoff import Handoff
+from otel_tokens._ledger import UsageLedger
 from otel_tokens._pricing import PriceTable
 from otel_tokens._series import SeriesTable
 from otel_tokens._track import TrackedRequest
@@ -98,6 +99,8 @@ class TokenTracker:
             which keeps every instrument under the SDK's 2000 series.
         max_label_length: label values longer than this are cut.
         opt_in_attributes: any of "llm.provider.uuid", "llm.rule.uuid", "llm.api_key.id".
+        ledger: a `UsageLedger` that every recorded `Usage` is also written to, with the
+            cost this tracker computed for it; `flush()` writes it too.
         api_key_secret: the per-deployment secret of the API key fingerprint; defaults to the
             OTEL_TOKENS_API_KEY_SECRET environment variable. Needed for "llm.api_key.id".
 
@@ -124,6 +127,7 @@ class TokenTracker:
         max_label_length: int = 128,
         opt_in_attributes: Iterable[str] = (),
         api_key_secret: bytes | str | None = None,
+        ledger: UsageLedger | None = None,
     ) -> None:
         _check_int("max_series", max_series, 1, MAX_SERIES, why=_MAX_SERIES_WHY)
         _check_int("max_label_length", max_label_length, 8, 1024)
@@ -151,6 +155,10 @@ class TokenTracker:
             )
             raise ValueError(msg)
 
+        if ledger is not None and not isinstance(ledger, UsageLedger):
+            msg = f"ledger must be a UsageLedger, got {type(ledger).__name__}"
+            raise ValueError(msg)
+        self._ledger = ledger
         _claim_meter(meter)
         self._histograms = _create_histograms(meter)
         self._prices = table
@@ -175,6 +183,9 @@ class TokenTracker:
             after_fork=self._start_afresh,
         )
         self._snapshot: _Snapshot | None = None
+        self.flush_into_ledger = self._handoff.drain
+        if ledger is not None:
+            ledger._attach(self)
         for counter in (*spec.USAGE_COUNTERS, *spec.SELF_COUNTERS):
             meter.create_observable_counter(
                 counter.name,
@@ -189,8 +200,9 @@ class TokenTracker:
         self._warn = WarnOnce()
         self._drops = Drops(self._warn)
         self._aggregator = Aggregator(
-            self._new_table(), self._histograms, self._prices, self._drops, self._warn
-        )
+            self._new_table(), self._histograms, self._prices, self._drops, self._warn,
+            self._ledger,
+        )  # fmt: skip
 
     def record(self, usage: Usage) -> None:
         """Queue one finished request's usage to be recorded; never raises, never blocks.
@@ -273,8 +285,11 @@ class TokenTracker:
 
         Collections do this themselves; a loop that replays stored usage faster than the
         consumer folds it calls this every few thousand records to keep the queue short.
+        With a ledger, also writes what it has queued.
         """
         self._handoff.drain()
+        if self._ledger is not None:
+            self._ledger.flush()
 
     def _consume(self, batch: list[Queued]) -> None:
         self._aggregator.consume(batch)

@@ -31,6 +31,7 @@ _OPTIONAL_LABELS = (
     "rule_uuid",
     "server_address",
     "api_key_id",
+    "request_id",
 )
 
 
@@ -79,6 +80,9 @@ class Usage:
     api_key_id: str | None = None
     server_address: str | None = None
     usage_problem: str | None = None
+    #: The request's own id (a gateway's request id, a provider's response id): a usage
+    #: ledger counts a request id once, however often it is recorded. Never a metric label.
+    request_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.request_model is None:

@@ -35,7 +35,7 @@ __all__ = ["AsyncMeteredTransport", "MeteredTransport"]
 #: The request extension that carries per-request `Usage` fields.
 EXTENSION = "otel_tokens"
 _LABELS = ("scenario", "user_tier", "provider_uuid", "rule_uuid", "provider")
-_PER_REQUEST = frozenset({*_LABELS, "api_key", "system_tokens"})
+_PER_REQUEST = frozenset({*_LABELS, "api_key", "system_tokens", "request_id"})
 
 
 def _default_transport(asynchronous: bool) -> Any:

@@ -1,0 +1,364 @@
+"""`UsageLedger`: per-key usage that survives restarts, written off the request path."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections import Counter, deque
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from otel_tokens._fingerprint import SECRET_ENV, KeyFingerprinter
+from otel_tokens._ledger_periods import (
+    US_PER_HOUR,
+    Period,
+    parse_before,
+    parse_period,
+    zone_named,
+)
+from otel_tokens._ledger_query import UsageTotals, check_groups, query
+from otel_tokens._ledger_store import Row, Store
+from otel_tokens._pricing import PriceTable
+from otel_tokens._usage import Usage, find_fault
+from otel_tokens._warn import WarnOnce, logger
+
+#: The environment variable naming the ledger the CLI reads when --ledger is not given.
+LEDGER_ENV = "OTEL_TOKENS_LEDGER"
+_WHEN_FULL = ("drop", "block")
+
+
+def open_store(target: str | os.PathLike[str]) -> Store:
+    """The store `target` names: a `postgresql://` URL or a SQLite file path.
+
+    Raises:
+        ValueError: the ledger cannot be opened.
+        ImportError: a PostgreSQL URL without psycopg installed.
+    """
+    text = os.fspath(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        from otel_tokens._ledger_postgres import PostgresStore
+
+        return PostgresStore(text)
+    from otel_tokens._ledger_sqlite import SQLiteStore
+
+    return SQLiteStore(text)
+
+
+class UsageLedger:
+    """A durable record of every request's usage per API key, queryable by period.
+
+    `record()` only queues a row; one background thread writes the queue in batches (every
+    `batch_size` rows or `flush_interval_s`, whichever comes first), each batch with its
+    hourly sums in one transaction. `flush()`, `close()` and interpreter exit write all that
+    is queued. A process killed outright loses at most what was queued in the last
+    `flush_interval_s`; the database stays consistent. API keys are stored as their keyed
+    fingerprint only.
+
+    Args:
+        target: a SQLite file path (created with 0600 permissions) or a `postgresql://` URL
+            (needs `otel_tokens[postgres]`) shared by several replicas.
+        prices: prices for `record()` calls made on the ledger itself; a tracker's records
+            carry the tracker's cost. None: the bundled table.
+        api_key_secret: the fingerprint secret for `Usage.api_key`; defaults to the
+            OTEL_TOKENS_API_KEY_SECRET environment variable.
+        queue_size: the most rows waiting to be written.
+        batch_size: the most rows written in one transaction.
+        flush_interval_s: the longest a row waits before it is written.
+        when_full: what `record()` does with a full queue: "drop" (counted and warned
+            once) or "block" (waits for room).
+
+    Raises:
+        ValueError: a setting out of range, or a ledger that cannot be opened.
+        ImportError: a PostgreSQL URL without psycopg installed.
+
+    Example:
+        >>> import tempfile, os
+        >>> ledger = UsageLedger(os.path.join(tempfile.mkdtemp(), "usage.db"))
+        >>> ledger.record(Usage(provider="openai", model="gpt-4o-mini", input_tokens=1200,
+        ...                     output_tokens=300, api_key_id="3f9a1c0b2d4e5f60"))
+        >>> ledger.flush()
+        >>> ledger.usage("today", by=["key"])[0].input_tokens
+        1200
+        >>> ledger.close()
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        prices: PriceTable | None = None,
+        api_key_secret: bytes | str | None = None,
+        queue_size: int = 100_000,
+        batch_size: int = 5_000,
+        flush_interval_s: float = 1.0,
+        when_full: str = "drop",
+    ) -> None:
+        if not isinstance(queue_size, int) or queue_size < 1:
+            msg = f"queue_size must be a positive int, got {queue_size!r}"
+            raise ValueError(msg)
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= queue_size:
+            msg = f"batch_size must be an int from 1 to queue_size, got {batch_size!r}"
+            raise ValueError(msg)
+        if not isinstance(flush_interval_s, (int, float)) or not 0 < flush_interval_s <= 3600:
+            msg = f"flush_interval_s must be seconds in (0, 3600], got {flush_interval_s!r}"
+            raise ValueError(msg)
+        if when_full not in _WHEN_FULL:
+            msg = f"when_full must be 'drop' or 'block', got {when_full!r}"
+            raise ValueError(msg)
+        secret = api_key_secret if api_key_secret is not None else os.environ.get(SECRET_ENV)
+        self._fingerprint = KeyFingerprinter(secret) if secret else None
+        self._prices = prices if prices is not None else PriceTable.bundled()
+        self._store = open_store(target)
+        self.target = self._store.description
+        self._queue: deque[Row] = deque()
+        self._capacity = queue_size
+        self._batch_size = batch_size
+        self._interval = float(flush_interval_s)
+        self._block = when_full == "block"
+        self._cond = threading.Condition()
+        self._queued = 0  # rows ever queued
+        self._done = 0  # rows written or dropped
+        self._closed = False
+        self._drops: Counter[str] = Counter()
+        self._warn = WarnOnce()
+        self._feeders: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._writer = threading.Thread(target=self._write_loop, name="otel_tokens-ledger",
+                                        daemon=True)  # fmt: skip
+        self._writer.start()
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    # Writing
+
+    def record(self, usage: Usage, *, at: datetime | None = None) -> None:
+        """Queue one request's usage for the ledger; never raises.
+
+        Args:
+            usage: what the request used; `usage.request_id`, when set, makes recording it
+                again (here or by another replica) count once.
+            at: when it happened (aware); default now. For replaying stored usage.
+        """
+        try:
+            fault = find_fault(usage)
+            if fault is not None:
+                self._drop(fault.kind, fault.message)
+                return
+            cost = self._prices.cost_pico(usage, on=None if at is None else at.date())
+            at_us = int((at.timestamp() if at is not None else time.time()) * 1_000_000)
+            self.add(usage, cost, at_us)
+        except Exception:
+            self._drop("internal_error", "making its row failed (a bug: please report it)")
+
+    def add(self, usage: Usage, cost_pico: int | None, at_us: int) -> None:
+        """Queue a checked `usage` whose cost is known (how a tracker feeds the ledger)."""
+        key_id = usage.api_key_id
+        if key_id is None and usage.api_key:
+            if self._fingerprint is None:
+                self._warn(
+                    "no-secret",
+                    "otel_tokens: usage with an API key reached the ledger but no fingerprint "
+                    "secret is set, so it is stored without a key: set %s",
+                    SECRET_ENV,
+                )
+            else:
+                key_id = self._fingerprint(usage.api_key)
+        row = (
+            usage.request_id or uuid.uuid4().hex, at_us, key_id or "", usage.provider,
+            usage.model, usage.request_model, usage.operation, usage.scenario or "",
+            usage.user_tier or "", usage.status, usage.error_type, int(usage.streamed),
+            usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
+            usage.cache_write_tokens, usage.reasoning_tokens, usage.system_tokens, cost_pico,
+            usage.latency_s,
+        )  # fmt: skip
+        self._put(row)
+
+    def _put(self, row: Row) -> None:
+        queue = self._queue
+        if len(queue) >= self._capacity:
+            if not self._block or self._closed:
+                self._drop("ledger_queue_full", f"the ledger queue of {self._capacity} is full")
+                return
+            with self._cond:
+                while len(queue) >= self._capacity and not self._closed:
+                    self._cond.notify_all()
+                    self._cond.wait(0.1)
+        queue.append(row)
+        with self._cond:
+            self._queued += 1
+            if len(queue) >= self._batch_size:
+                self._cond.notify_all()
+
+    def _drop(self, reason: str, why: str, count: int = 1) -> None:
+        with self._cond:
+            self._drops[reason] += count
+        self._warn(
+            ("drop", reason),
+            "otel_tokens: the usage ledger dropped %d record(s): %s. Counted in "
+            "UsageLedger.drops(); this is logged once per reason",
+            count,
+            why,
+        )
+
+    def drops(self) -> dict[str, int]:
+        """Rows not written, by reason (`ledger_queue_full`, `write_failed`, ...)."""
+        with self._cond:
+            return dict(self._drops)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                if len(self._queue) < self._batch_size and not self._closed:
+                    self._cond.wait(self._interval)
+                if self._closed and not self._queue:
+                    return
+            self._write_some()
+
+    def _write_some(self) -> None:
+        queue = self._queue
+        rows = [queue.popleft() for _ in range(min(self._batch_size, len(queue)))]
+        if not rows:
+            return
+        try:
+            self._store.write(rows)
+        except Exception as exc:
+            self._drop("write_failed", f"writing to {self.target!r} failed: {exc}", len(rows))
+        finally:
+            with self._cond:
+                self._done += len(rows)
+                self._cond.notify_all()
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Write everything queued so far (also what trackers feeding this ledger hold).
+
+        Args:
+            timeout_s: the longest to wait; None waits until it is written.
+
+        Returns:
+            True when everything queued before the call is written (or dropped).
+        """
+        for feeder in list(self._feeders):
+            feeder.flush_into_ledger()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            target = self._queued
+            self._cond.notify_all()
+            while self._done < target:
+                if not self._writer.is_alive():
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.notify_all()
+                self._cond.wait(0.05 if left is None else min(left, 0.05))
+        if self._done < target:  # no writer (closed, or a forked child): write here
+            while self._queue:
+                self._write_some()
+        return True
+
+    def close(self) -> None:
+        """Write everything queued, stop the writer and close the database."""
+        if self._closed:
+            return
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._writer.join(30)
+        while self._queue:
+            self._write_some()
+        self._store.close()
+
+    def __enter__(self) -> UsageLedger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _attach(self, feeder: Any) -> None:
+        """Have `flush()` first call `feeder.flush_into_ledger()` (a tracker's queue)."""
+        self._feeders.add(feeder)
+
+    # Reading
+
+    def usage(
+        self,
+        period: str = "today",
+        *,
+        by: Sequence[str] = (),
+        key_id: str | None = None,
+        api_key: str | None = None,
+        tz: str | None = None,
+    ) -> list[UsageTotals]:
+        """Usage over `period`, grouped by any of key, provider, model, scenario, status
+        and day or hour.
+
+        Args:
+            period: `today`, `yesterday`, `24h`, `7d`, `30d`, `this-month`, `last-month`,
+                `all`, or `FROM..TO` dates.
+            by: what to group by; nothing gives one total.
+            key_id: only this key's usage (its fingerprint).
+            api_key: only this key's usage, given as the key itself.
+            tz: the IANA time zone days and months begin in; UTC by default.
+
+        Raises:
+            ValueError: an unknown period, group or time zone, or an api_key without a
+                fingerprint secret.
+        """
+        check_groups(by)
+        found = self._key_id(key_id, api_key)
+        return query(self._store, parse_period(period, zone_named(tz)), by, key_id=found)
+
+    def period(self, period: str, *, tz: str | None = None) -> Period:
+        """The period `period` names, for showing what a query covered."""
+        return parse_period(period, zone_named(tz))
+
+    def key_ids(self) -> list[str]:
+        """Every key id with usage stored ("" for requests without a key)."""
+        return self._store.key_ids()
+
+    def reset(self, *, key_id: str | None = None, api_key: str | None = None,
+              all_keys: bool = False) -> int:  # fmt: skip
+        """Delete the usage of one key, or of all keys; how many requests were deleted.
+
+        Raises:
+            ValueError: neither a key nor all_keys given, or both.
+        """
+        found = self._key_id(key_id, api_key)
+        if (found is None) == (not all_keys):
+            msg = "reset needs a key (key_id= or api_key=) or all_keys=True, not both or neither"
+            raise ValueError(msg)
+        self.flush()
+        return self._store.reset(found)
+
+    def prune(self, before: str, *, tz: str | None = None) -> int:
+        """Delete usage older than `before` (`90d`, or a date `YYYY-MM-DD`); how many
+        requests were deleted. Hours are kept whole: the cut is rounded down to the hour.
+
+        Raises:
+            ValueError: `before` names no moment.
+        """
+        cut = parse_before(before, zone_named(tz))
+        hour = cut // US_PER_HOUR
+        self.flush()
+        return self._store.prune(hour * US_PER_HOUR, hour)
+
+    def _key_id(self, key_id: str | None, api_key: str | None) -> str | None:
+        if api_key is None:
+            return key_id
+        if self._fingerprint is None:
+            msg = f"api_key= needs the fingerprint secret: set {SECRET_ENV} or pass key_id="
+            raise ValueError(msg)
+        return self._fingerprint(api_key)
+
+
+def _close_at_exit(ref: weakref.ref[UsageLedger]) -> None:
+    ledger = ref()
+    if ledger is not None:
+        try:
+            ledger.close()
+        except Exception:
+            logger.exception("otel_tokens: closing the usage ledger at exit failed")

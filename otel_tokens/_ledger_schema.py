@@ -1,0 +1,124 @@
+"""The ledger's tables, as numbered migrations written once for SQLite and PostgreSQL.
+
+`otel_tokens_requests` holds one row per request; `otel_tokens_hourly` the same numbers
+summed per key x provider x model x scenario x status x UTC hour, kept up to date in the
+transaction that inserts the requests, so that a period query reads hours, not requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+#: The columns of a request row, in the order the writer passes them.
+REQUEST_COLUMNS = (
+    "uid", "at_us", "key_id", "provider", "model", "request_model", "operation", "scenario",
+    "user_tier", "status", "error_type", "streamed", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "system_tokens",
+    "cost_pico", "latency_s",
+)  # fmt: skip
+#: Token columns, summed in the hourly table under the same names.
+TOKEN_COLUMNS = (
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "system_tokens",
+)  # fmt: skip
+#: What a query may group by, besides time.
+DIMENSIONS = ("key_id", "provider", "model", "scenario", "status")
+HOURLY_KEY = ("key_id", "hour", "provider", "model", "scenario", "status")
+US_PER_HOUR = 3_600_000_000
+
+
+def _migrations(autoincrement: str, big: str, real: str) -> list[list[str]]:
+    tokens = ",\n".join(f"    {name} {big} NOT NULL" for name in TOKEN_COLUMNS)
+    return [
+        [  # 1: requests and their hourly sums
+            f"""CREATE TABLE otel_tokens_requests (
+    id {autoincrement},
+    uid TEXT NOT NULL UNIQUE,
+    at_us {big} NOT NULL,
+    key_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    request_model TEXT,
+    operation TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    user_tier TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error_type TEXT,
+    streamed SMALLINT NOT NULL,
+{tokens},
+    cost_pico {big},
+    latency_s {real}
+)""",
+            "CREATE INDEX otel_tokens_requests_key_at ON otel_tokens_requests (key_id, at_us)",
+            "CREATE INDEX otel_tokens_requests_at ON otel_tokens_requests (at_us)",
+            f"""CREATE TABLE otel_tokens_hourly (
+    key_id TEXT NOT NULL,
+    hour {big} NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    status TEXT NOT NULL,
+    requests {big} NOT NULL,
+{tokens},
+    cost_pico {big} NOT NULL,
+    unpriced_tokens {big} NOT NULL,
+    last_at_us {big} NOT NULL,
+    PRIMARY KEY ({", ".join(HOURLY_KEY)})
+)""",
+            "CREATE INDEX otel_tokens_hourly_hour ON otel_tokens_hourly (hour)",
+        ],
+    ]
+
+
+SQLITE_MIGRATIONS = _migrations("INTEGER PRIMARY KEY", "INTEGER", "REAL")
+POSTGRES_MIGRATIONS = _migrations("BIGSERIAL PRIMARY KEY", "BIGINT", "DOUBLE PRECISION")
+LATEST_VERSION = len(SQLITE_MIGRATIONS)
+assert len(POSTGRES_MIGRATIONS) == LATEST_VERSION
+
+
+def migrate(
+    execute: Callable[[str, Sequence[Any]], Any],
+    migrations: list[list[str]],
+    *,
+    description: str,
+    placeholder: str,
+) -> None:
+    """Bring a ledger's tables to the latest version, inside the caller's transaction.
+
+    Raises:
+        ValueError: the ledger has a newer version than this code knows.
+    """
+    execute("CREATE TABLE IF NOT EXISTS otel_tokens_schema (version INTEGER NOT NULL)", ())
+    version = execute("SELECT MAX(version) FROM otel_tokens_schema", ()).fetchone()[0] or 0
+    if version > len(migrations):
+        msg = (
+            f"the ledger {description!r} has schema version {version}, newer than this "
+            f"otel_tokens knows ({len(migrations)}): upgrade otel_tokens"
+        )
+        raise ValueError(msg)
+    for number in range(version + 1, len(migrations) + 1):
+        for statement in migrations[number - 1]:
+            execute(statement, ())
+        execute(f"INSERT INTO otel_tokens_schema (version) VALUES ({placeholder})", (number,))
+
+
+def hourly_upsert(source: str, *, greatest: str) -> str:
+    """SQL that adds the request rows of `source` (a table or a WHERE-filtered select) to
+    the hourly sums; `greatest` is the dialect's two-argument maximum (MAX or GREATEST)."""
+    sums = ", ".join(f"SUM({name})" for name in TOKEN_COLUMNS)
+    updates = ", ".join(
+        f"{name} = otel_tokens_hourly.{name} + excluded.{name}"
+        for name in ("requests", *TOKEN_COLUMNS, "cost_pico", "unpriced_tokens")
+    )
+    return f"""INSERT INTO otel_tokens_hourly ({", ".join(HOURLY_KEY)}, requests,
+    {", ".join(TOKEN_COLUMNS)}, cost_pico, unpriced_tokens, last_at_us)
+SELECT key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status, COUNT(*), {sums},
+    COALESCE(SUM(cost_pico), 0),
+    SUM(CASE WHEN cost_pico IS NULL THEN input_tokens + output_tokens ELSE 0 END),
+    MAX(at_us)
+FROM {source}
+GROUP BY key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status
+ORDER BY key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status
+ON CONFLICT ({", ".join(HOURLY_KEY)}) DO UPDATE SET {updates},
+    last_at_us = {greatest}(otel_tokens_hourly.last_at_us, excluded.last_at_us)"""

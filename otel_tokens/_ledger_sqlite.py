@@ -1,0 +1,102 @@
+"""The ledger in one SQLite file: WAL, readable only by its owner, shared by processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from otel_tokens._ledger_schema import REQUEST_COLUMNS, SQLITE_MIGRATIONS, migrate
+from otel_tokens._ledger_schema import hourly_upsert as _hourly_upsert
+from otel_tokens._ledger_store import Row, Store
+
+#: How long a writer waits for another process's transaction before it fails.
+BUSY_TIMEOUT_MS = 30_000
+_INSERT = (
+    f"INSERT OR IGNORE INTO otel_tokens_requests ({', '.join(REQUEST_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})"
+)
+_ADD_TO_HOURS = _hourly_upsert("otel_tokens_requests WHERE id > ?", greatest="MAX")
+
+
+class SQLiteStore(Store):
+    """A ledger file. Created with 0600 permissions; WAL, so readers never block the writer
+    and several processes can write it in turn.
+
+    Args:
+        path: the file; its directory must exist.
+
+    Raises:
+        ValueError: a path that cannot be opened as a ledger, or a ledger written by a
+            newer otel_tokens.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        try:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(descriptor)
+            self._db = _connect(self.path)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+            self._reader = _connect(self.path)  # WAL: reads never wait for the writer
+        except (OSError, sqlite3.Error) as exc:
+            msg = f"cannot open the usage ledger {str(self.path)!r}: {exc}"
+            raise ValueError(msg) from exc
+        self._lock = threading.Lock()  # the writing connection's
+        self._reading = threading.Lock()
+
+    def _migrate(self) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            migrate(db.execute, SQLITE_MIGRATIONS, description=self.description, placeholder="?")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def write(self, rows: Sequence[Row]) -> int:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")  # the file's one writer until COMMIT
+            try:
+                before = db.execute("SELECT COALESCE(MAX(id), 0) FROM otel_tokens_requests")
+                last_id = before.fetchone()[0]
+                added = db.executemany(_INSERT, rows).rowcount
+                if added:
+                    db.execute(_ADD_TO_HOURS, (last_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            return int(added)
+
+    def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                counts = [int(db.execute(sql, params).rowcount) for sql, params in statements]
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            return counts
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    # A commit survives the process being killed; only a power cut can undo the last ones.
+    db.execute("PRAGMA synchronous = NORMAL")
+    return db
