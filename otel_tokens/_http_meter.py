@@ -7,7 +7,8 @@ closing events matter, since in every provider's protocol the usage, errors and 
 close it, so the chunks are only kept:
 
 - from a server that sends each event in a chunk of its own (most do: they flush every
-  event), the last `RING_CHUNKS` chunks, in a ring that lets older ones go;
+  event), when the events that close the stream are small (not the Responses API's), the
+  last `RING_CHUNKS` chunks, in a ring that lets older ones go;
 - otherwise (events cut across chunks, a compressed body) every chunk, and every
   `LATER_BYTES` all but the last few events are let go unread.
 
@@ -50,7 +51,8 @@ _LARGE_BODY_HEAD = 4 * 1024
 _LARGE_BODY_TAIL = 64 * 1024
 #: How many bytes the caller's loop adds to `ResponseMeter.later` between `on_later()` calls.
 LATER_BYTES = 64 * 1024
-#: How many of an event-aligned stream's last chunks are kept (`ResponseMeter.ring`).
+#: How many of an event-aligned stream's last chunks are read (`ResponseMeter.ring` keeps
+#: one more, which tells whether the first of them begins an event).
 RING_CHUNKS = 64
 #: How a chunk that ends an event ends.
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
@@ -183,6 +185,7 @@ class ResponseMeter:
         #: The last `RING_CHUNKS` chunks, for a stream whose first chunks each ended an event.
         self.ring: deque[bytes] | None = None
         self._aligned = self._decoder is None  # every chunk so far ended an event
+        self._usage_let_go = False  # the ring let chunks go, and no usage among the rest
         self._kept = b""  # the last events of the chunks `later` had, already decoded
         if self._streaming and not self._unreadable:
             self._sse = SSEParser()
@@ -230,8 +233,8 @@ class ResponseMeter:
             else:
                 stream.feed_sse(event, data)
         if self.later is None and not self._done and not stream.needs_every_event:
-            if self._aligned:
-                self.ring = deque(maxlen=RING_CHUNKS)
+            if self._aligned and stream.small_closing_events:
+                self.ring = deque(maxlen=RING_CHUNKS + 1)
             self.later = []
 
     def on_later(self) -> None:
@@ -279,19 +282,29 @@ class ResponseMeter:
             self._unreadable = True
 
     def _read_ring(self, ring: deque[bytes]) -> None:
-        """Read the closing events of the chunks the ring kept."""
-        chunks = list(ring)
-        ring.clear()
+        """Read the closing events of the chunks the ring kept.
+
+        When the ring is full, chunks before it were let go: its oldest chunk is not read,
+        only looked at to know whether the next one begins an event. And if no usage is
+        among the events read, the usage was let go with them: flagged, never trusted.
+        """
         sse = self._sse
         if self._unreadable or sse is None:
             return
+        let_go = False
         try:
-            if len(chunks) == RING_CHUNKS:  # chunks before these were let go: start afresh
-                sse.restart()
+            chunks = _copy(ring)  # the caller's loop may still be appending, on another thread
+            ring.clear()
+            let_go = len(chunks) > RING_CHUNKS
+            if let_go:
+                sse.restart(mid_event=not chunks.pop(0).endswith(_EVENT_ENDS))
             marker = self._stream.usage_marker if self._stream is not None else b""
-            self._events(sse.feed_tail(chunks, _CLOSING_EVENTS, marker=marker))
+            events = sse.feed_tail(chunks, _CLOSING_EVENTS, marker=marker)
+            self._events(events)
+            self._usage_let_go = let_go and not any(marker in data for _, data in events)
         except Exception:
             self._unreadable = True
+            self._usage_let_go = True
 
     def on_end(self) -> None:
         """The body was read to its end."""
@@ -346,9 +359,13 @@ class ResponseMeter:
         if request_model is not None:
             fields["request_model"] = request_model
         if self._stream is not None:
-            return self._stream.finish(
+            usage = self._stream.finish(
                 status=status, error_type=error_type, at=at, request_model=request_model
             )
+            if self._usage_let_go and usage.usage_problem is None:
+                seen = usage.input_tokens or usage.output_tokens
+                return _with_problem(usage, "partial" if seen else "missing")
+            return usage
         fields["latency_s"] = max(0.0, at - self._started)
         fields["streamed"] = self._streaming
         normalize = _NORMALIZERS[self._route.wire]
@@ -368,6 +385,17 @@ def _with_problem(usage: Usage, problem: str) -> Usage:
     from dataclasses import replace
 
     return replace(usage, usage_problem=problem)
+
+
+def _copy(ring: deque[bytes]) -> list[bytes]:
+    """The ring's chunks. A deque appended to while it is copied raises (on a free-threaded
+    Python): try again, and give up after a few tries."""
+    for _ in range(8):
+        try:
+            return list(ring)
+        except RuntimeError:
+            continue
+    return list(ring)
 
 
 def _ends_of(body: bytes) -> bytes:

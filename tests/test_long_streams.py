@@ -13,6 +13,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -183,7 +184,7 @@ def test_a_stream_of_one_event_per_chunk_keeps_only_its_last_chunks(skipped: lis
         most = max(most, len(meter.ring or ()))
     stream.close()
     assert len(chunks) > 10 * RING_CHUNKS
-    assert most == RING_CHUNKS  # the ring never held more
+    assert most == RING_CHUNKS + 1  # never more: those read, and one before them
     assert len(skipped) == 1 and skipped[0] < 4096  # read once, at the end: its last events
     assert tokens(made[0]) == STREAMS[0][2] and made[0].usage_problem is None
 
@@ -246,8 +247,8 @@ def with_trailing(events: list[bytes], trailing: int) -> list[bytes]:
 
 @pytest.mark.parametrize(
     ("sizes", "trailing"),
-    [("events", 3), ("events", RING_CHUNKS - 3), ("4096", 3), ("4096", 100)],
-)  # within the ring, or within _USAGE_REACH
+    [("events", 3), ("events", RING_CHUNKS - 2), ("4096", 3), ("4096", 100)],
+)  # within the ring (its chunks: the usage chunk, the trailing ones, [DONE]), or the reach
 def test_data_events_after_the_usage_chunk_do_not_hide_it(sizes: str, trailing: int) -> None:
     raw = b"".join(with_trailing(long_events("openai_chat_stream.txt"), trailing))
     made: list[Usage] = []
@@ -256,10 +257,88 @@ def test_data_events_after_the_usage_chunk_do_not_hide_it(sizes: str, trailing: 
 
 
 def test_a_usage_chunk_the_ring_let_go_is_flagged_not_zero() -> None:
-    events = with_trailing(long_events("openai_chat_stream.txt"), RING_CHUNKS)
+    events = with_trailing(long_events("openai_chat_stream.txt"), RING_CHUNKS - 1)
     made: list[Usage] = []
     read_through_transport(meter_for("openai_chat_stream.txt", made), events, None)
     assert made[0].status == "success" and made[0].usage_problem == "missing"
+
+
+_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
+
+
+def test_an_anthropic_usage_at_the_ring_s_far_end_is_read() -> None:
+    """message_delta, then pings, then message_stop: exactly the chunks the ring reads."""
+    events = long_events("anthropic_stream.txt")
+    made: list[Usage] = []
+    chunks = [*events[:-1], *[_PING] * (RING_CHUNKS - 2), events[-1]]
+    read_through_transport(meter_for("anthropic_stream.txt", made), chunks, None)
+    assert tokens(made[0]) == STREAMS[2][2] and made[0].usage_problem is None
+
+
+def test_an_anthropic_usage_the_ring_let_go_is_flagged_not_trusted() -> None:
+    """message_stop alone would make message_start's counts look final: they are not."""
+    events = long_events("anthropic_stream.txt")
+    made: list[Usage] = []
+    chunks = [*events[:-1], *[b": keep-alive\n\n"] * (RING_CHUNKS + 6), events[-1]]
+    read_through_transport(meter_for("anthropic_stream.txt", made), chunks, None)
+    assert made[0].usage_problem == "partial"
+    assert made[0].input_tokens == 8244  # what message_start said; its output is not final
+
+
+@pytest.mark.parametrize("name", [s[0] for s in STREAMS if s[0].endswith("stream.txt")])
+def test_closing_events_cut_finer_than_the_ring_holds_are_flagged(name: str) -> None:
+    events = long_events(name)
+    tail = b"".join(events[-3:])
+    pieces = [tail[at : at + 4] for at in range(0, len(tail), 4)]
+    assert len(pieces) > RING_CHUNKS + 1
+    made: list[Usage] = []
+    read_through_transport(meter_for(name, made), [*events[:-3], *pieces], None)
+    expected = next(s[2] for s in STREAMS if s[0] == name)
+    assert tokens(made[0]) == expected or made[0].usage_problem in ("missing", "partial")
+
+
+def test_a_responses_stream_is_kept_whole_for_its_large_closing_events() -> None:
+    """The Responses API closes with the whole response: a long answer makes its last
+    events large, and cut in network-sized pieces they outnumber any ring."""
+    name = "openai_responses_stream.txt"
+    events = long_events(name)
+    padded = [e.replace(b'"text":"', b'"text":"' + b"y" * 30_000, 1) for e in events[-4:]]
+    tail = b"".join(padded)
+    pieces = [tail[at : at + 1448] for at in range(0, len(tail), 1448)]
+    assert len(pieces) > RING_CHUNKS + 1
+    made: list[Usage] = []
+    meter = meter_for(name, made)
+    read_through_transport(meter, [*events[:-4], *pieces], None)
+    assert meter.ring is None
+    assert tokens(made[0]) == STREAMS[1][2] and made[0].usage_problem is None
+
+
+def test_a_failure_reading_the_ring_flags_the_usage_and_keeps_the_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("deque mutated during iteration")
+
+    monkeypatch.setattr(SSEParser, "feed_tail", broken)
+    made: list[Usage] = []
+    events = long_events("anthropic_stream.txt")
+    read_through_transport(meter_for("anthropic_stream.txt", made), events, None)
+    assert len(made) == 1 and made[0].usage_problem == "partial"
+
+
+def test_copying_the_ring_tries_again_when_it_changes_underneath() -> None:
+    from otel_tokens._http_meter import _copy
+
+    class Changing(deque[bytes]):
+        failures = 2
+
+        def __iter__(self) -> Iterator[bytes]:
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("deque mutated during iteration")
+            return super().__iter__()
+
+    assert _copy(Changing([b"a", b"b"])) == [b"a", b"b"]
 
 
 @pytest.mark.parametrize("name", [s[0] for s in STREAMS if s[0].endswith("stream.txt")])

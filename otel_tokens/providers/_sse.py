@@ -93,10 +93,14 @@ class SSEParser:
         self._pending, self._skipping = b"", False
         return kept
 
-    def restart(self) -> None:
-        """Forget the unfinished event: the next bytes come from later in the stream, so
-        everything up to their first blank line is the rest of an event that was let go."""
-        self._pending, self._skipping = b"", True
+    def restart(self, *, mid_event: bool = True) -> None:
+        """Forget the unfinished event: the next bytes come from later in the stream.
+
+        Args:
+            mid_event: whether they may begin inside an event, whose rest (up to the first
+                blank line) is then skipped; False when they begin an event.
+        """
+        self._pending, self._skipping = b"", mid_event
 
     def close(self) -> list[Event]:
         """The last event, when the stream ended without a blank line after it."""

@@ -59,6 +59,12 @@ class StreamAccumulator:
         return self._first is None or self._model is None
 
     @property
+    def small_closing_events(self) -> bool:
+        """Whether the events that close the stream are small (a few hundred bytes), so that
+        a reader may keep only its last few chunks for them."""
+        return True
+
+    @property
     def final(self) -> bool:
         """Whether the event with the response's final usage has been seen."""
         return self._final
@@ -155,9 +161,12 @@ class OpenAIStream(StreamAccumulator):
     provider = "openai"
     usage_marker = b'_tokens"'  # every chunk says "usage":null; a usage block has counts
 
+    _responses_api = False
+
     def _feed(self, event: object) -> None:
         kind = text(event, "type")
         if kind is not None and kind.startswith("response."):
+            self._responses_api = True
             self._feed_response_event(kind, event)
             return
         error = get(event, "error")
@@ -192,8 +201,14 @@ class OpenAIStream(StreamAccumulator):
         if kind in ("response.completed", "response.incomplete", "response.failed"):
             self._final = True
 
+    @property
+    def small_closing_events(self) -> bool:
+        # The Responses API closes with the whole response, its text included.
+        return not self._responses_api
+
     def _feed_sse(self, event: str | None, data: bytes) -> None:
         if event is not None and event.startswith("response."):
+            self._responses_api = True
             if event.endswith(".delta"):
                 self.first_token()
             elif event in ("response.created", "response.completed", "response.incomplete",
