@@ -186,6 +186,7 @@ class ResponseMeter:
         self.ring: deque[bytes] | None = None
         self._aligned = self._decoder is None  # every chunk so far ended an event
         self._usage_let_go = False  # the ring let chunks go, and no usage among the rest
+        # A stream's `_unreadable` means reading its closing events failed: flagged too.
         self._kept = b""  # the last events of the chunks `later` had, already decoded
         if self._streaming and not self._unreadable:
             self._sse = SSEParser()
@@ -304,7 +305,6 @@ class ResponseMeter:
             self._usage_let_go = let_go and not any(marker in data for _, data in events)
         except Exception:
             self._unreadable = True
-            self._usage_let_go = True
 
     def on_end(self) -> None:
         """The body was read to its end."""
@@ -362,7 +362,7 @@ class ResponseMeter:
             usage = self._stream.finish(
                 status=status, error_type=error_type, at=at, request_model=request_model
             )
-            if self._usage_let_go and usage.usage_problem is None:
+            if (self._unreadable or self._usage_let_go) and usage.usage_problem is None:
                 seen = usage.input_tokens or usage.output_tokens
                 return _with_problem(usage, "partial" if seen else "missing")
             return usage

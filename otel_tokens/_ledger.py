@@ -10,7 +10,7 @@ import uuid
 import weakref
 from collections import Counter, deque
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from otel_tokens._fingerprint import SECRET_ENV, KeyFingerprinter
@@ -30,6 +30,9 @@ from otel_tokens._warn import WarnOnce, logger
 #: The environment variable naming the ledger the CLI reads when --ledger is not given.
 LEDGER_ENV = "OTEL_TOKENS_LEDGER"
 _WHEN_FULL = ("drop", "block")
+#: A queued usage, its cost in pico-dollars, when (UTC microseconds), and whether it is
+#: already checked and priced (by a tracker) or is to be on the writer thread.
+_Entry = tuple[Usage, "int | None", int, bool]
 
 
 def open_store(target: str | os.PathLike[str]) -> Store:
@@ -115,7 +118,7 @@ class UsageLedger:
         self._prices = prices if prices is not None else PriceTable.bundled()
         self._store = open_store(target)
         self.target = self._store.description
-        self._queue: deque[Row] = deque()
+        self._queue: deque[_Entry] = deque()
         self._capacity = queue_size
         self._batch_size = batch_size
         self._interval = float(flush_interval_s)
@@ -143,18 +146,25 @@ class UsageLedger:
             at: when it happened (aware); default now. For replaying stored usage.
         """
         try:
-            fault = find_fault(usage)
-            if fault is not None:
-                self._drop(fault.kind, fault.message)
-                return
-            cost = self._prices.cost_pico(usage, on=None if at is None else at.date())
             at_us = int((at.timestamp() if at is not None else time.time()) * 1_000_000)
-            self.add(usage, cost, at_us)
+            self._put((usage, None, at_us, False))  # checked and priced by the writer
         except Exception:
-            self._drop("internal_error", "making its row failed (a bug: please report it)")
+            self._drop("internal_error", "queuing it failed (a bug: please report it)")
 
     def add(self, usage: Usage, cost_pico: int | None, at_us: int) -> None:
         """Queue a checked `usage` whose cost is known (how a tracker feeds the ledger)."""
+        self._put((usage, cost_pico, at_us, True))
+
+    def _row(self, entry: _Entry) -> Row | None:
+        """The database row of a queued entry, made on the writer thread; None if dropped."""
+        usage, cost_pico, at_us, checked = entry
+        if not checked:
+            fault = find_fault(usage)
+            if fault is not None:
+                self._drop(fault.kind, fault.message)
+                return None
+            day = datetime.fromtimestamp(at_us / 1_000_000, timezone.utc).date()
+            cost_pico = self._prices.cost_pico(usage, on=day)
         key_id = usage.api_key_id
         if key_id is None and usage.api_key:
             if self._fingerprint is None:
@@ -174,9 +184,9 @@ class UsageLedger:
             usage.cache_write_tokens, usage.reasoning_tokens, usage.system_tokens, cost_pico,
             usage.latency_s,
         )  # fmt: skip
-        self._put(row)
+        return row
 
-    def _put(self, row: Row) -> None:
+    def _put(self, entry: _Entry) -> None:
         queue = self._queue
         if len(queue) >= self._capacity:
             if not self._block or self._closed:
@@ -186,7 +196,7 @@ class UsageLedger:
                 while len(queue) >= self._capacity and not self._closed:
                     self._cond.notify_all()
                     self._cond.wait(0.1)
-        queue.append(row)
+        queue.append(entry)
         with self._cond:
             self._queued += 1
             if len(queue) >= self._batch_size:
@@ -219,16 +229,26 @@ class UsageLedger:
 
     def _write_some(self) -> None:
         queue = self._queue
-        rows = [queue.popleft() for _ in range(min(self._batch_size, len(queue)))]
-        if not rows:
+        entries = [queue.popleft() for _ in range(min(self._batch_size, len(queue)))]
+        if not entries:
             return
+        rows: list[Row] = []
         try:
-            self._store.write(rows)
+            for entry in entries:
+                try:
+                    row = self._row(entry)
+                except Exception:
+                    self._drop("internal_error", "making its row failed (a bug: please report it)")
+                    continue
+                if row is not None:
+                    rows.append(row)
+            if rows:
+                self._store.write(rows)
         except Exception as exc:
             self._drop("write_failed", f"writing to {self.target!r} failed: {exc}", len(rows))
         finally:
             with self._cond:
-                self._done += len(rows)
+                self._done += len(entries)
                 self._cond.notify_all()
 
     def flush(self, timeout_s: float | None = None) -> bool:

@@ -13,7 +13,7 @@ import bisect
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -68,8 +68,6 @@ class UsageTotals:
         """When the group's last request was recorded (UTC)."""
         if self.last_at_us is None:
             return None
-        from datetime import timezone
-
         return to_local(self.last_at_us, timezone.utc)
 
     def add(self, sums: Sequence[Any]) -> None:
