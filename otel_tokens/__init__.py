@@ -11,8 +11,10 @@ Example:
 from __future__ import annotations
 
 from otel_tokens._configure import Telemetry, configure
+from otel_tokens._custom_meter import CustomMeter
 from otel_tokens._ledger import UsageLedger
 from otel_tokens._ledger_query import UsageTotals
+from otel_tokens._meters import MeterTotals
 from otel_tokens._pricing import ModelPrice, PriceTable
 from otel_tokens._track import TrackedRequest
 from otel_tokens._tracker import TokenTracker
@@ -20,6 +22,8 @@ from otel_tokens._usage import Usage
 from otel_tokens._version import __version__
 
 __all__ = [
+    "CustomMeter",
+    "MeterTotals",
     "ModelPrice",
     "PriceTable",
     "Telemetry",

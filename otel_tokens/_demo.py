@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -23,7 +25,10 @@ from typing import Any, ClassVar, TextIO
 from otel_tokens import _instruments as spec
 from otel_tokens import _names as n
 from otel_tokens._configure import Telemetry, configure
+from otel_tokens._custom_meter import CustomMeter
 from otel_tokens._demo_upstream import Tokens, error_body, response_body, stream_events
+from otel_tokens._fingerprint import SECRET_ENV
+from otel_tokens._ledger import UsageLedger
 from otel_tokens._tracker import TokenTracker
 from otel_tokens._usage import Usage
 from otel_tokens.providers import (
@@ -99,6 +104,13 @@ PROFILES = (
 )  # fmt: skip
 
 TIERS = (("free", 50), ("pro", 35), ("enterprise", 15))
+#: The gateway's callers, by API key, and how much of the traffic each sends.
+KEYS = (("sk-demo-acme", 40), ("sk-demo-globex", 25), ("sk-demo-initech", 20),
+        ("sk-demo-hooli", 10), ("sk-demo-umbrella", 5))  # fmt: skip
+#: The fingerprint secret the demo uses when OTEL_TOKENS_API_KEY_SECRET is not set.
+DEMO_SECRET = "otel-tokens-demo-secret-not-for-production"
+#: Share of chat requests that also call a web search tool, metered by a custom meter.
+WEB_SEARCH = 0.15
 FAILURES = (("rate_limited", 0.025), ("timeout", 0.01), ("http_500", 0.008))
 HANG_UP = 0.05
 TIME_SCALE = 0.05  # simulated seconds → demo seconds: a 10 s answer takes 0.5 s here
@@ -126,17 +138,21 @@ class _Call:
     latency: float  # demo seconds
 
 
-async def _one_request(tracker: TokenTracker, rng: random.Random) -> None:
+async def _one_request(tracker: TokenTracker, rng: random.Random, searches: CustomMeter) -> None:
     """Forward one simulated request and record what its response says it used."""
     profile = rng.choices(PROFILES, [p.weight for p in PROFILES])[0]
     tokens = _tokens(profile, rng)
+    api_key = rng.choices([k for k, _ in KEYS], [w for _, w in KEYS])[0]
     fields: UsageFields = {
         "provider": profile.provider, "request_model": profile.model,
         "operation": profile.operation, "scenario": profile.scenario,
         "user_tier": rng.choices([t for t, _ in TIERS], [w for _, w in TIERS])[0],
-        "server_address": profile.server or None,
+        "server_address": profile.server or None, "api_key": api_key,
         "system_tokens": rng.choice((0, 0, 0, 40, 120)),  # the gateway's own moderation call
     }  # fmt: skip
+    if profile.operation == "chat" and rng.random() < WEB_SEARCH:
+        engine = rng.choice(("bing", "brave", "google"))
+        searches.record(dimensions={"engine": engine}, api_key=api_key)
     if profile.wire == "bedrock":  # Bedrock's response does not name the model
         fields["model"] = profile.answered_by
     failure = next((kind for kind, chance in FAILURES if rng.random() < chance), None)
@@ -187,12 +203,14 @@ async def _streamed(tracker: TokenTracker, call: _Call, rng: random.Random) -> N
         tracker.record(accumulator.finish(status=status, error_type=error_type))
 
 
-async def _client(tracker: TokenTracker, rng: random.Random, stop: asyncio.Event) -> None:
+async def _client(
+    tracker: TokenTracker, rng: random.Random, stop: asyncio.Event, searches: CustomMeter
+) -> None:
     while not stop.is_set():
         # Most clients wait as long as it takes; a few hang up early (a canceled request).
         patience = (rng.uniform(0.5, 8.0) if rng.random() < HANG_UP else 600.0) * TIME_SCALE
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(_one_request(tracker, rng), timeout=patience)
+            await asyncio.wait_for(_one_request(tracker, rng, searches), timeout=patience)
         await asyncio.sleep(rng.uniform(0.0, 0.02))
 
 
@@ -309,14 +327,18 @@ async def _run_traffic(
     seed: int | None,
     out: TextIO,
 ) -> None:
-    tracker = telemetry.tracker()  # priced by the bundled table
+    tracker = telemetry.tracker()  # made by run_demo, with the ledger
+    searches = tracker.custom_meter(
+        "web_search.calls", unit="{call}", aggregation="count", dimensions=["engine"],
+        description="Web searches the gateway ran for tool calls.",
+    )  # fmt: skip
     rng = random.Random(seed)
     stop = asyncio.Event()
     with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
         # `docker stop` sends SIGTERM: end as Ctrl-C does, with a summary and a final export.
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     clients = [
-        asyncio.create_task(_client(tracker, random.Random(rng.random()), stop))
+        asyncio.create_task(_client(tracker, random.Random(rng.random()), stop, searches))
         for _ in range(concurrency)
     ]
     started = time.monotonic()
@@ -346,6 +368,7 @@ def run_demo(
     otlp: bool = False,
     concurrency: int = 16,
     seed: int | None = None,
+    ledger: str | None = None,
     out: TextIO = sys.stdout,
 ) -> None:
     """Play gateway traffic through a tracker, serve it on Prometheus, print a summary.
@@ -357,13 +380,19 @@ def run_demo(
         otlp: also push OTLP, configured by the standard OTEL_EXPORTER_OTLP_* variables.
         concurrency: simulated clients at once.
         seed: makes the traffic repeatable.
+        ledger: the usage ledger to write too (a SQLite path or a postgresql:// URL);
+            None: a new file in a temporary directory, kept for `otel-tokens usage`.
         out: where progress and the summary go.
 
     Raises:
         OSError: the port cannot be bound.
+        ValueError: the ledger cannot be opened.
     """
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+    target = ledger or os.path.join(tempfile.mkdtemp(prefix="otel-tokens-demo-"), "usage.db")
+    secret = os.environ.get(SECRET_ENV) or DEMO_SECRET
+    usage_ledger = UsageLedger(target, api_key_secret=secret)
     reader = InMemoryMetricReader()
     exporters = ["prometheus", "otlp"] if otlp else ["prometheus"]
     telemetry = configure(
@@ -373,10 +402,12 @@ def run_demo(
         prometheus_port=port,
         readers=[reader],
     )
+    telemetry.tracker(ledger=usage_ledger, api_key_secret=secret)  # priced by the bundled table
     out.write(
         f"otel-tokens demo: simulated gateway traffic through a real TokenTracker\n"
         f"  Prometheus endpoint: {telemetry.prometheus_url}"
         + ("  (and OTLP push)" if otlp else "")
+        + f"\n  usage ledger: {usage_ledger.target}"
         + ("\n  running until Ctrl-C\n" if duration is None else f"\n  running {duration:g}s\n")
     )
     out.flush()
@@ -395,5 +426,13 @@ def run_demo(
         out.write("\ninterrupted: summary of what was recorded so far\n")
     try:
         out.write("\n" + summary_table(Totals(reader)) + "\n")
+        telemetry.tracker().flush()  # also writes the ledger
+        where = ledger or usage_ledger.target
+        out.write(
+            f"\nThe usage ledger holds every request by API key (fingerprinted). Try:\n"
+            f"  otel-tokens usage --ledger {where} --by key,model\n"
+            f"  otel-tokens usage --ledger {where} --meter web_search.calls --by engine\n"
+        )
     finally:
         telemetry.shutdown()
+        usage_ledger.close()

@@ -9,10 +9,11 @@ import time
 import uuid
 import weakref
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import IO, Any
 
+from otel_tokens._custom_meter import CustomMeter
 from otel_tokens._fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._ledger_periods import (
     US_PER_HOUR,
@@ -21,8 +22,11 @@ from otel_tokens._ledger_periods import (
     parse_period,
     zone_named,
 )
-from otel_tokens._ledger_query import UsageTotals, check_groups, query
+from otel_tokens._ledger_query import UsageTotals, check_groups, query, sum_period
+from otel_tokens._ledger_schema import EVENT_DIMENSIONS
+from otel_tokens._ledger_snapshot import MERGE_BATCH, read_snapshot, write_snapshot
 from otel_tokens._ledger_store import Row, Store
+from otel_tokens._meters import MeterSpec, MeterTotals, meter_spec
 from otel_tokens._pricing import PriceTable
 from otel_tokens._usage import Usage, find_fault
 from otel_tokens._warn import WarnOnce, logger
@@ -31,8 +35,10 @@ from otel_tokens._warn import WarnOnce, logger
 LEDGER_ENV = "OTEL_TOKENS_LEDGER"
 _WHEN_FULL = ("drop", "block")
 #: A queued usage, its cost in pico-dollars, when (UTC microseconds), and whether it is
-#: already checked and priced (by a tracker) or is to be on the writer thread.
-_Entry = tuple[Usage, "int | None", int, bool]
+#: already checked and priced (by a tracker) or is to be on the writer thread; or a custom
+#: meter's event: its MeterSpec, value in millionths, dimension values, key id, API key,
+#: idempotency key and when.
+_Entry = tuple[Any, ...]
 
 
 def open_store(target: str | os.PathLike[str]) -> Store:
@@ -155,6 +161,30 @@ class UsageLedger:
         """Queue a checked `usage` whose cost is known (how a tracker feeds the ledger)."""
         self._put((usage, cost_pico, at_us, True))
 
+    def _put_event(self, entry: _Entry) -> None:
+        """Queue a checked custom meter event (how `CustomMeter.record` feeds the ledger)."""
+        self._put(entry)
+
+    def _event_row(self, entry: _Entry) -> Row:
+        """The database row of a queued custom meter event, made on the writer thread."""
+        spec, value_micro, values, key_id, api_key, uid, at_us = entry
+        if key_id is None and api_key:
+            key_id = self._key_of(api_key)
+        padding = ("",) * (len(EVENT_DIMENSIONS) - len(values))
+        return (spec.name, uid or uuid.uuid4().hex, at_us, key_id or "", *values, *padding,
+                value_micro)  # fmt: skip
+
+    def _key_of(self, api_key: str) -> str | None:
+        if self._fingerprint is None:
+            self._warn(
+                "no-secret",
+                "otel_tokens: usage with an API key reached the ledger but no fingerprint "
+                "secret is set, so it is stored without a key: set %s",
+                SECRET_ENV,
+            )
+            return None
+        return self._fingerprint(api_key)
+
     def _row(self, entry: _Entry) -> Row | None:
         """The database row of a queued entry, made on the writer thread; None if dropped."""
         usage, cost_pico, at_us, checked = entry
@@ -167,15 +197,7 @@ class UsageLedger:
             cost_pico = self._prices.cost_pico(usage, on=day)
         key_id = usage.api_key_id
         if key_id is None and usage.api_key:
-            if self._fingerprint is None:
-                self._warn(
-                    "no-secret",
-                    "otel_tokens: usage with an API key reached the ledger but no fingerprint "
-                    "secret is set, so it is stored without a key: set %s",
-                    SECRET_ENV,
-                )
-            else:
-                key_id = self._fingerprint(usage.api_key)
+            key_id = self._key_of(usage.api_key)
         row = (
             usage.request_id or uuid.uuid4().hex, at_us, key_id or "", usage.provider,
             usage.model, usage.request_model, usage.operation, usage.scenario or "",
@@ -233,19 +255,23 @@ class UsageLedger:
         if not entries:
             return
         rows: list[Row] = []
+        events: list[Row] = []
         try:
             for entry in entries:
                 try:
-                    row = self._row(entry)
+                    if isinstance(entry[0], MeterSpec):
+                        events.append(self._event_row(entry))
+                    elif (row := self._row(entry)) is not None:
+                        rows.append(row)
                 except Exception:
                     self._drop("internal_error", "making its row failed (a bug: please report it)")
-                    continue
-                if row is not None:
-                    rows.append(row)
-            if rows:
-                self._store.write(rows)
-        except Exception as exc:
-            self._drop("write_failed", f"writing to {self.target!r} failed: {exc}", len(rows))
+            for write, batch in ((self._store.write, rows), (self._store.write_events, events)):
+                if batch:
+                    try:
+                        write(batch)
+                    except Exception as exc:
+                        why = f"writing to {self.target!r} failed: {exc}"
+                        self._drop("write_failed", why, len(batch))
         finally:
             with self._cond:
                 self._done += len(entries)
@@ -298,9 +324,12 @@ class UsageLedger:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _attach(self, feeder: Any) -> None:
-        """Have `flush()` first call `feeder.flush_into_ledger()` (a tracker's queue)."""
+    def _attach(self, feeder: Any, fingerprint: KeyFingerprinter | None) -> None:
+        """Have `flush()` first call `feeder.flush_into_ledger()` (a tracker's queue), and
+        fingerprint keys as the tracker does when this ledger was given no secret."""
         self._feeders.add(feeder)
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint
 
     # Reading
 
@@ -365,6 +394,210 @@ class UsageLedger:
         hour = cut // US_PER_HOUR
         self.flush()
         return self._store.prune(hour * US_PER_HOUR, hour)
+
+    # Custom meters
+
+    def custom_meter(
+        self,
+        name: str,
+        *,
+        unit: str,
+        aggregation: str = "sum",
+        dimensions: Sequence[str] = (),
+        currency: str | None = None,
+        description: str = "",
+    ) -> CustomMeter:
+        """Define a meter of usage other than tokens in this ledger, or open the one defined.
+
+        The definition is stored in the ledger, so every process and replica that defines
+        the meter must define it the same way. `TokenTracker.custom_meter()` does this too
+        and also reports the meter as an OpenTelemetry instrument.
+
+        Args:
+            name: such as `web_search.calls`: lower case, digits, `_` and `.`.
+            unit: a UCUM-style unit: `{call}`, `{image}`, `s`; for money, the currency.
+            aggregation: `sum` adds values, `count` counts events, `last` keeps the latest
+                value (a level, such as seats or stored bytes).
+            dimensions: at most 4 names the events are labelled and grouped by.
+            currency: an ISO 4217 code when the values are money (then unit is the same).
+            description: what the meter measures.
+
+        Raises:
+            ValueError: a definition that is not allowed, or one that differs from the
+                meter of the same name already in the ledger.
+
+        Example:
+            >>> import tempfile, os
+            >>> ledger = UsageLedger(os.path.join(tempfile.mkdtemp(), "usage.db"))
+            >>> searches = ledger.custom_meter("web_search.calls", unit="{call}",
+            ...                                aggregation="count", dimensions=["engine"])
+            >>> searches.record(dimensions={"engine": "bing"}, key_id="3f9a1c0b2d4e5f60")
+            >>> ledger.flush()
+            >>> ledger.meter_usage("web_search.calls", "today", by=["engine"])[0].value
+            Decimal('1')
+            >>> ledger.close()
+        """
+        spec = meter_spec(name, unit=unit, aggregation=aggregation, dimensions=dimensions,
+                          currency=currency, description=description)  # fmt: skip
+        return CustomMeter(self.define(spec), ledger=self, drop=self._drop)
+
+    def define(self, spec: MeterSpec) -> MeterSpec:
+        """Store a meter's definition; the stored one.
+
+        Raises:
+            ValueError: the ledger holds another definition under the same name.
+        """
+        stored = self._store.register_meter(spec)
+        if not stored.same_as(spec):
+            msg = (
+                f"the ledger {self.target!r} already defines meter {spec.name!r} as "
+                f"{stored.describe()}, not {spec.describe()}: use the same definition or "
+                "another name"
+            )
+            raise ValueError(msg)
+        return stored
+
+    def meters(self) -> list[CustomMeter]:
+        """The custom meters defined in the ledger, by name."""
+        return [CustomMeter(spec, ledger=self, drop=self._drop) for spec in self._store.meters()]
+
+    def meter_usage(
+        self,
+        name: str,
+        period: str = "today",
+        *,
+        by: Sequence[str] = (),
+        key_id: str | None = None,
+        api_key: str | None = None,
+        tz: str | None = None,
+    ) -> list[MeterTotals]:
+        """A custom meter's events over `period`, grouped by any of key, the meter's
+        dimensions, and day or hour.
+
+        Args:
+            name: the meter.
+            period: as for `usage()`.
+            by: what to group by; nothing gives one total.
+            key_id: only this key's events (its fingerprint).
+            api_key: only this key's events, given as the key itself.
+            tz: the IANA time zone days and months begin in; UTC by default.
+
+        Raises:
+            ValueError: no meter of that name, an unknown period, group or time zone.
+        """
+        specs = {spec.name: spec for spec in self._store.meters()}
+        spec = specs.get(name)
+        if spec is None:
+            known = ", ".join(specs) or "none yet"
+            msg = f"the ledger {self.target!r} has no meter {name!r}: it has {known}"
+            raise ValueError(msg)
+        columns: dict[str, str | None] = {"key": "key_id", "day": None, "hour": None}
+        columns.update(zip(spec.dimensions, EVENT_DIMENSIONS, strict=False))
+        groups = tuple(by)
+        for group in groups:
+            if group not in columns:
+                msg = f"cannot group meter {name!r} by {group!r}: choose from {', '.join(columns)}"
+                raise ValueError(msg)
+        check_groups([g for g in groups if g in ("key", "day", "hour")])
+        found = self._key_id(key_id, api_key)
+        store = self._store
+
+        def hours(first: int, end: int, dims: list[str], by_hour: bool) -> list[Row]:
+            return store.meter_hourly_sums(spec, first, end, key_id=found, dims=dims,
+                                           by_hour=by_hour)  # fmt: skip
+
+        def events(start: int, end: int, dims: list[str]) -> list[Row]:
+            return store.meter_event_sums(spec, start, end, key_id=found, dims=dims)
+
+        def new(group: dict[str, str]) -> MeterTotals:
+            return MeterTotals(spec.name, spec.unit, spec.aggregation, group,
+                               currency=spec.currency)  # fmt: skip
+
+        window = parse_period(period, zone_named(tz))
+        return sum_period(window, groups, columns, hours, events, new)
+
+    # Snapshots
+
+    def export(
+        self, file: str | os.PathLike[str] | IO[str], period: str = "all", *,
+        tz: str | None = None,
+    ) -> dict[str, int]:  # fmt: skip
+        """Write a snapshot of the ledger (its meters, and its requests and events in
+        `period`) as JSON Lines that `merge()` reads; what is queued is written first.
+
+        Args:
+            file: a path (created with 0600 permissions) or an open text file.
+            period: as for `usage()`; `all` by default.
+            tz: the IANA time zone the period's days begin in; UTC by default.
+
+        Returns:
+            How many meters, requests and events were written.
+
+        Raises:
+            ValueError: an unknown period or time zone.
+            OSError: the file cannot be written.
+        """
+        window = None if period == "all" else parse_period(period, zone_named(tz))
+        self.flush()
+        if not isinstance(file, (str, os.PathLike)):
+            return write_snapshot(self._store, file, window)
+        descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(descriptor, "w", encoding="utf-8") as out:
+            return write_snapshot(self._store, out, window)
+
+    def merge(self, file: str | os.PathLike[str] | IO[str]) -> dict[str, int]:
+        """Add a snapshot that `export()` wrote, skipping the requests and events this
+        ledger already holds (by their ids), so merging twice adds nothing the second time.
+
+        Args:
+            file: a path or an open text file.
+
+        Returns:
+            requests_added, requests_skipped, events_added, events_skipped and meters.
+
+        Raises:
+            ValueError: the file is not a snapshot or a line of it is damaged (what came
+                before that line is merged; merging again after a fix is safe), or it
+                defines a meter differently from this ledger.
+            OSError: the file cannot be read.
+        """
+        if isinstance(file, (str, os.PathLike)):
+            with open(file, encoding="utf-8") as lines:
+                return self._merge(lines, os.fspath(file))
+        return self._merge(file, getattr(file, "name", "the snapshot"))
+
+    def _merge(self, lines: Iterable[str], source: str) -> dict[str, int]:
+        counts = dict.fromkeys(
+            ("requests_added", "requests_skipped", "events_added", "events_skipped", "meters"), 0
+        )
+        meters = {spec.name for spec in self._store.meters()}
+        batches: dict[str, list[Row]] = {"request": [], "event": []}
+        writers = {"request": self._store.write, "event": self._store.write_events}
+
+        def write(kind: str) -> None:
+            rows = batches[kind]
+            if rows:
+                added = writers[kind](rows)
+                counts[f"{kind}s_added"] += added
+                counts[f"{kind}s_skipped"] += len(rows) - added
+                rows.clear()
+
+        try:
+            for kind, item in read_snapshot(lines, source):
+                if kind == "meter":
+                    meters.add(self.define(item).name)
+                    counts["meters"] += 1
+                    continue
+                if kind == "event" and item[0] not in meters:
+                    msg = f"{source}: an event of meter {item[0]!r}, which it does not define"
+                    raise ValueError(msg)
+                batches[kind].append(item)
+                if len(batches[kind]) >= MERGE_BATCH:
+                    write(kind)
+        finally:
+            write("request")
+            write("event")
+        return counts
 
     def _key_id(self, key_id: str | None, api_key: str | None) -> str | None:
         if api_key is None:

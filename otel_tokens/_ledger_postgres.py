@@ -6,9 +6,15 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from otel_tokens._ledger_schema import POSTGRES_MIGRATIONS, REQUEST_COLUMNS, migrate
+from otel_tokens._ledger_schema import (
+    EVENT_COLUMNS,
+    POSTGRES_MIGRATIONS,
+    REQUEST_COLUMNS,
+    event_hourly_upsert,
+    migrate,
+)
 from otel_tokens._ledger_schema import hourly_upsert as _hourly_upsert
-from otel_tokens._ledger_store import Row, Store
+from otel_tokens._ledger_store import Row, Store, event_hours
 
 _COLUMNS = ", ".join(REQUEST_COLUMNS)
 #: A lock id of the ledger's own, so that replicas starting together migrate once.
@@ -25,6 +31,14 @@ _INSERT_AND_ADD = f"""WITH added AS (
 {_hourly_upsert("added", greatest="GREATEST")}
 )
 SELECT COUNT(*) FROM added"""
+_EVENTS = ", ".join(EVENT_COLUMNS)
+_EVENT_STAGING = f"""CREATE TEMP TABLE IF NOT EXISTS otel_tokens_event_staging
+    ON COMMIT DELETE ROWS AS SELECT {_EVENTS} FROM otel_tokens_events WITH NO DATA"""
+_INSERT_EVENTS = f"""INSERT INTO otel_tokens_events ({_EVENTS})
+    SELECT {_EVENTS} FROM otel_tokens_event_staging
+    ON CONFLICT (meter, uid) DO NOTHING
+    RETURNING {_EVENTS}"""
+_ADD_EVENT_HOURS = event_hourly_upsert(greatest="GREATEST").replace("?", "%s")
 _RETRIES = 5
 
 
@@ -71,15 +85,36 @@ class PostgresStore(Store):
                     placeholder="%s")  # fmt: skip
 
     def write(self, rows: Sequence[Row]) -> int:
+        return self._retrying(self._write, rows)
+
+    def write_events(self, rows: Sequence[Row]) -> int:
+        return self._retrying(self._write_events, rows)
+
+    def _retrying(self, write: Any, rows: Sequence[Row]) -> int:
         errors = self._psycopg.errors
         with self._lock:
             for attempt in range(_RETRIES):
                 try:
-                    return self._write(rows)
+                    return int(write(rows))
                 except (errors.DeadlockDetected, errors.SerializationFailure):
                     if attempt == _RETRIES - 1:
                         raise
         return 0  # not reached
+
+    def _write_events(self, rows: Sequence[Row]) -> int:
+        db = self._db
+        with db.transaction():
+            db.execute(_EVENT_STAGING)
+            with db.cursor() as cursor:
+                with cursor.copy(f"COPY otel_tokens_event_staging ({_EVENTS}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cursor.execute(_INSERT_EVENTS)
+                added = cursor.fetchall()
+                if added:
+                    # Sorted hour keys: replicas adding to the same hours lock them in order.
+                    cursor.executemany(_ADD_EVENT_HOURS, event_hours(added))
+        return len(added)
 
     def _write(self, rows: Sequence[Row]) -> int:
         db = self._db

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from otel_tokens._ledger_periods import Period, bucket_starts, to_local
 from otel_tokens._ledger_schema import TOKEN_COLUMNS, US_PER_HOUR
@@ -104,21 +104,53 @@ def query(
 ) -> list[UsageTotals]:
     """The usage in `period`, one `UsageTotals` per group, in group order."""
     groups = check_groups(by)
+
+    def hours(first: int, end: int, dims: list[str], by_hour: bool) -> list[Row]:
+        return store.hourly_sums(first, end, key_id=key_id, dims=dims, by_hour=by_hour)
+
+    def requests(start: int, end: int, dims: list[str]) -> list[Row]:
+        return store.request_sums(start, end, key_id=key_id, dims=dims)
+
+    def new(group: dict[str, str]) -> UsageTotals:
+        return UsageTotals(group=group)
+
+    return sum_period(period, groups, GROUPS, hours, requests, new)
+
+
+class _Totals(Protocol):
+    def add(self, sums: Sequence[Any]) -> None: ...
+
+
+T = TypeVar("T", bound=_Totals)
+
+
+def sum_period(  # noqa: PLR0917 - a query's parts, each needed
+    period: Period,
+    groups: Sequence[str],
+    columns: Mapping[str, str | None],
+    hours: Callable[[int, int, list[str], bool], list[Row]],
+    raw: Callable[[int, int, list[str]], list[Row]],
+    new: Callable[[dict[str, str]], T],
+) -> list[T]:
+    """Sum `period` by `groups`, reading whole hours with `hours(first, end, columns,
+    by_hour)` and the rest with `raw(start_us, end_us, columns)`; each row is the group
+    columns (then the hour, from `hours` when by_hour) then sums that `new(group).add` takes.
+    `columns` maps each group name to its column, None for day and hour."""
     size = "day" if "day" in groups else "hour" if "hour" in groups else None
-    dims = [column for g in groups if (column := GROUPS[g]) is not None]
+    dims = [column for g in groups if (column := columns[g]) is not None]
     starts = bucket_starts(period, size) if size else [period.start_us]
     labels = [_label(start, period, size) for start in starts]
-    totals: dict[tuple[str, ...], UsageTotals] = {}
+    totals: dict[tuple[str, ...], T] = {}
 
     def add(bucket: int, row: Row) -> None:
         values = tuple("" if v is None else str(v) for v in row[: len(dims)])
         key = (labels[bucket], *values)
         found = totals.get(key)
         if found is None:
-            group = dict(zip([g for g in groups if GROUPS[g]], values, strict=True))
+            group = dict(zip([g for g in groups if columns[g]], values, strict=True))
             if size:
                 group[size] = labels[bucket]
-            found = totals[key] = UsageTotals(group={g: group[g] for g in groups})
+            found = totals[key] = new({g: group[g] for g in groups})
         found.add(row[len(dims) :])
 
     def bucket_of(us: int) -> int:
@@ -131,20 +163,17 @@ def query(
     run_start = first_whole
     for hour in [*sorted(h for h in cut_inside if first_whole <= h < end_whole), end_whole]:
         if hour > run_start:
-            rows = store.hourly_sums(
-                run_start, hour, key_id=key_id, dims=dims, by_hour=size is not None
-            )
-            for row in rows:
+            for row in hours(run_start, hour, dims, size is not None):
                 if size is None:
                     add(0, row)
                 else:  # the hour column follows the dims; the sums follow it
                     add(bucket_of(int(row[len(dims)]) * US_PER_HOUR),
                         (*row[: len(dims)], *row[len(dims) + 1 :]))  # fmt: skip
         run_start = hour + 1
-    # The rest, summed from the requests: the period's ragged ends and the cut hours.
+    # The rest, summed from the rows themselves: the period's ragged ends and the cut hours.
     pieces = _pieces(period, starts, cut_inside, first_whole, end_whole)
     for start, end in pieces:
-        for row in store.request_sums(start, end, key_id=key_id, dims=dims):
+        for row in raw(start, end, dims):
             add(bucket_of(start), row)
     return [totals[key] for key in sorted(totals)]
 

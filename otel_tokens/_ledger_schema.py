@@ -25,11 +25,17 @@ TOKEN_COLUMNS = (
 #: What a query may group by, besides time.
 DIMENSIONS = ("key_id", "provider", "model", "scenario", "status")
 HOURLY_KEY = ("key_id", "hour", "provider", "model", "scenario", "status")
+#: The columns of a custom meter's event row, in the order the writer passes them; d1..d4
+#: hold the values of the meter's dimensions, in the order it defines them.
+EVENT_COLUMNS = ("meter", "uid", "at_us", "key_id", "d1", "d2", "d3", "d4", "value_micro")
+EVENT_DIMENSIONS = ("d1", "d2", "d3", "d4")
+EVENT_HOURLY_KEY = ("meter", "key_id", "hour", *EVENT_DIMENSIONS)
 US_PER_HOUR = 3_600_000_000
 
 
 def _migrations(autoincrement: str, big: str, real: str) -> list[list[str]]:
     tokens = ",\n".join(f"    {name} {big} NOT NULL" for name in TOKEN_COLUMNS)
+    dims = ",\n".join(f"    {name} TEXT NOT NULL" for name in EVENT_DIMENSIONS)
     return [
         [  # 1: requests and their hourly sums
             f"""CREATE TABLE otel_tokens_requests (
@@ -67,6 +73,40 @@ def _migrations(autoincrement: str, big: str, real: str) -> list[list[str]]:
     PRIMARY KEY ({", ".join(HOURLY_KEY)})
 )""",
             "CREATE INDEX otel_tokens_hourly_hour ON otel_tokens_hourly (hour)",
+        ],
+        [  # 2: custom meters, their events and the events' hourly sums
+            """CREATE TABLE otel_tokens_meters (
+    name TEXT PRIMARY KEY,
+    unit TEXT NOT NULL,
+    aggregation TEXT NOT NULL,
+    dimensions TEXT NOT NULL,
+    currency TEXT,
+    description TEXT NOT NULL
+)""",
+            f"""CREATE TABLE otel_tokens_events (
+    id {autoincrement},
+    meter TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    at_us {big} NOT NULL,
+    key_id TEXT NOT NULL,
+{dims},
+    value_micro {big} NOT NULL,
+    UNIQUE (meter, uid)
+)""",
+            "CREATE INDEX otel_tokens_events_key_at ON otel_tokens_events (meter, key_id, at_us)",
+            "CREATE INDEX otel_tokens_events_at ON otel_tokens_events (at_us)",
+            f"""CREATE TABLE otel_tokens_event_hourly (
+    meter TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    hour {big} NOT NULL,
+{dims},
+    events {big} NOT NULL,
+    value_micro {big} NOT NULL,
+    last_at_us {big} NOT NULL,
+    last_value_micro {big} NOT NULL,
+    PRIMARY KEY ({", ".join(EVENT_HOURLY_KEY)})
+)""",
+            "CREATE INDEX otel_tokens_event_hourly_hour ON otel_tokens_event_hourly (meter, hour)",
         ],
     ]
 
@@ -122,3 +162,24 @@ GROUP BY key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status
 ORDER BY key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status
 ON CONFLICT ({", ".join(HOURLY_KEY)}) DO UPDATE SET {updates},
     last_at_us = {greatest}(otel_tokens_hourly.last_at_us, excluded.last_at_us)"""
+
+
+def event_hourly_upsert(*, greatest: str) -> str:
+    """SQL that adds one row of an event batch's hourly sums (`EVENT_HOURLY_KEY`, events,
+    value sum, last time, value at the last time) to `otel_tokens_event_hourly`. The later
+    event's value wins; at the same microsecond, the larger value, so that the order events
+    are written in (and merged from snapshots) does not matter."""
+    table = "otel_tokens_event_hourly"
+    newer = (
+        f"excluded.last_at_us > {table}.last_at_us OR (excluded.last_at_us = "
+        f"{table}.last_at_us AND excluded.last_value_micro > {table}.last_value_micro)"
+    )
+    columns = [*EVENT_HOURLY_KEY, "events", "value_micro", "last_at_us", "last_value_micro"]
+    return f"""INSERT INTO {table} ({", ".join(columns)})
+VALUES ({", ".join("?" for _ in columns)})
+ON CONFLICT ({", ".join(EVENT_HOURLY_KEY)}) DO UPDATE SET
+    events = {table}.events + excluded.events,
+    value_micro = {table}.value_micro + excluded.value_micro,
+    last_value_micro = CASE WHEN {newer} THEN excluded.last_value_micro
+        ELSE {table}.last_value_micro END,
+    last_at_us = {greatest}({table}.last_at_us, excluded.last_at_us)"""

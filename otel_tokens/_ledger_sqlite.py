@@ -10,9 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from otel_tokens._ledger_schema import REQUEST_COLUMNS, SQLITE_MIGRATIONS, migrate
+from otel_tokens._ledger_schema import (
+    EVENT_COLUMNS,
+    REQUEST_COLUMNS,
+    SQLITE_MIGRATIONS,
+    event_hourly_upsert,
+    migrate,
+)
 from otel_tokens._ledger_schema import hourly_upsert as _hourly_upsert
-from otel_tokens._ledger_store import Row, Store
+from otel_tokens._ledger_store import Row, Store, event_hours
 
 #: How long a writer waits for another process's transaction before it fails.
 BUSY_TIMEOUT_MS = 30_000
@@ -21,6 +27,12 @@ _INSERT = (
     f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})"
 )
 _ADD_TO_HOURS = _hourly_upsert("otel_tokens_requests WHERE id > ?", greatest="MAX")
+_INSERT_EVENT = (
+    f"INSERT OR IGNORE INTO otel_tokens_events ({', '.join(EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
+)
+_ADDED_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM otel_tokens_events WHERE id > ?"
+_ADD_EVENT_HOURS = event_hourly_upsert(greatest="MAX")
 
 
 class SQLiteStore(Store):
@@ -71,6 +83,24 @@ class SQLiteStore(Store):
                 added = db.executemany(_INSERT, rows).rowcount
                 if added:
                     db.execute(_ADD_TO_HOURS, (last_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            return int(added)
+
+    def write_events(self, rows: Sequence[Row]) -> int:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                before = db.execute("SELECT COALESCE(MAX(id), 0) FROM otel_tokens_events")
+                last_id = before.fetchone()[0]
+                added = db.executemany(_INSERT_EVENT, rows).rowcount
+                if added:
+                    new_rows = db.execute(_ADDED_EVENTS, (last_id,)).fetchall()
+                    db.executemany(_ADD_EVENT_HOURS, event_hours(new_rows))
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):

@@ -11,7 +11,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from otel_tokens._ledger_schema import DIMENSIONS, REQUEST_COLUMNS, TOKEN_COLUMNS
+from otel_tokens._ledger_schema import (
+    DIMENSIONS,
+    EVENT_COLUMNS,
+    EVENT_DIMENSIONS,
+    REQUEST_COLUMNS,
+    TOKEN_COLUMNS,
+    US_PER_HOUR,
+)
+from otel_tokens._meters import MeterSpec
 
 Row = tuple[Any, ...]
 #: The sums every query returns after its group columns, in this order.
@@ -67,6 +75,12 @@ class Store:
         """Insert request rows (`REQUEST_COLUMNS` order) and add them to the hourly sums in
         one transaction; rows whose uid is already stored are skipped. Returns how many
         were added."""
+        raise NotImplementedError
+
+    def write_events(self, rows: Sequence[Row]) -> int:
+        """Insert custom meter events (`EVENT_COLUMNS` order) and add them to the events'
+        hourly sums in one transaction; events whose (meter, uid) is stored are skipped.
+        Returns how many were added."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -125,38 +139,49 @@ class Store:
 
     def key_ids(self) -> list[str]:
         """Every key id with usage stored."""
-        rows = self._fetch("SELECT DISTINCT key_id FROM otel_tokens_hourly ORDER BY 1", [])
+        rows = self._fetch(
+            "SELECT key_id FROM otel_tokens_hourly UNION "
+            "SELECT key_id FROM otel_tokens_event_hourly ORDER BY 1",
+            [],
+        )
         return [row[0] for row in rows]
 
     def reset(self, key_id: str | None) -> int:
         """Delete the usage of one key (all keys for None); the requests deleted."""
-        statements: list[tuple[str, list[str]]]
-        if key_id is None:
-            statements = [
-                ("DELETE FROM otel_tokens_hourly", []),
-                ("DELETE FROM otel_tokens_requests", []),
-            ]
-        else:
-            statements = [
-                (self._sql("DELETE FROM otel_tokens_hourly WHERE key_id = ?"), [key_id]),
-                (self._sql("DELETE FROM otel_tokens_requests WHERE key_id = ?"), [key_id]),
-            ]
-        return self._execute(statements)[1]
+        tables = ("hourly", "requests", "event_hourly", "events")
+        where, params = ("", []) if key_id is None else (" WHERE key_id = ?", [key_id])
+        statements = [
+            (self._sql(f"DELETE FROM otel_tokens_{table}{where}"), params) for table in tables
+        ]
+        counts = self._execute(statements)
+        return counts[1] + counts[3]
 
     def prune(self, before_us: int, before_hour: int) -> int:
-        """Delete requests before `before_us` and the hours before `before_hour` (the
-        caller makes the two agree); the requests deleted."""
+        """Delete requests and events before `before_us` and the hours before `before_hour`
+        (the caller makes the two agree); the requests and events deleted."""
         statements = [
             (self._sql("DELETE FROM otel_tokens_hourly WHERE hour < ?"), [before_hour]),
             (self._sql("DELETE FROM otel_tokens_requests WHERE at_us < ?"), [before_us]),
+            (self._sql("DELETE FROM otel_tokens_event_hourly WHERE hour < ?"), [before_hour]),
+            (self._sql("DELETE FROM otel_tokens_events WHERE at_us < ?"), [before_us]),
         ]
-        return self._execute(statements)[1]
+        counts = self._execute(statements)
+        return counts[1] + counts[3]
 
     def requests(self, start_us: int, end_us: int, batch: int = 5000) -> Iterator[Row]:
-        """The request rows in [start_us, end_us), oldest first, `REQUEST_COLUMNS` order."""
-        columns = ", ".join(REQUEST_COLUMNS)
+        """The request rows in [start_us, end_us), in the order written, `REQUEST_COLUMNS`."""
+        return self._rows("otel_tokens_requests", REQUEST_COLUMNS, start_us, end_us, batch)
+
+    def events(self, start_us: int, end_us: int, batch: int = 5000) -> Iterator[Row]:
+        """The custom meter events in [start_us, end_us), in the order written,
+        `EVENT_COLUMNS` order."""
+        return self._rows("otel_tokens_events", EVENT_COLUMNS, start_us, end_us, batch)
+
+    def _rows(
+        self, table: str, names: Sequence[str], start_us: int, end_us: int, batch: int
+    ) -> Iterator[Row]:
         sql = self._sql(
-            f"SELECT id, {columns} FROM otel_tokens_requests "
+            f"SELECT id, {', '.join(names)} FROM {table} "
             "WHERE at_us >= ? AND at_us < ? AND id > ? ORDER BY id LIMIT ?"
         )
         after = 0
@@ -167,3 +192,93 @@ class Store:
             if len(rows) < batch:
                 return
             after = rows[-1][0]
+
+    # Custom meters
+
+    def register_meter(self, spec: MeterSpec) -> MeterSpec:
+        """Store `spec` unless a meter of its name is stored; the stored definition."""
+        columns = "name, unit, aggregation, dimensions, currency, description"
+        insert = (
+            f"INSERT INTO otel_tokens_meters ({columns}) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO NOTHING"
+        )
+        self._execute([(self._sql(insert), spec.row())])
+        found = self._fetch(
+            self._sql(f"SELECT {columns} FROM otel_tokens_meters WHERE name = ?"), [spec.name]
+        )
+        return MeterSpec.from_row(found[0])
+
+    def meters(self) -> list[MeterSpec]:
+        """Every custom meter defined in the ledger, by name."""
+        rows = self._fetch(
+            "SELECT name, unit, aggregation, dimensions, currency, description "
+            "FROM otel_tokens_meters ORDER BY name",
+            [],
+        )
+        return [MeterSpec.from_row(row) for row in rows]
+
+    def meter_hourly_sums(
+        self, spec: MeterSpec, first_hour: int, end_hour: int, *, key_id: str | None,
+        dims: Sequence[str], by_hour: bool,
+    ) -> list[Row]:  # fmt: skip
+        """A meter's sums over the hours [first_hour, end_hour), by `dims` (and the hour):
+        events, value sum, last time, value at the last time. A last meter's rows are not
+        summed here: the caller keeps the latest."""
+        groups = [*dims, "hour"] if by_hour else list(dims)
+        if spec.aggregation == "last":
+            sums = "events, value_micro, last_at_us, last_value_micro"
+            groups = []  # one row per stored hour; the caller keeps the latest
+            select = [*dims, "hour"] if by_hour else list(dims)
+        else:
+            sums = "SUM(events), SUM(value_micro), MAX(last_at_us), 0"
+            select = groups
+        span = ("otel_tokens_event_hourly", "hour", first_hour, end_hour)
+        return self._meter_sums(spec, span, key_id, select, groups, sums)
+
+    def meter_event_sums(
+        self, spec: MeterSpec, start_us: int, end_us: int, *, key_id: str | None,
+        dims: Sequence[str],
+    ) -> list[Row]:  # fmt: skip
+        """A meter's sums over the events in [start_us, end_us), by `dims`."""
+        if spec.aggregation == "last":
+            sums, groups = "1, value_micro, at_us, value_micro", []
+        else:
+            sums, groups = "COUNT(*), SUM(value_micro), MAX(at_us), 0", list(dims)
+        span = ("otel_tokens_events", "at_us", start_us, end_us)
+        return self._meter_sums(spec, span, key_id, list(dims), groups, sums)
+
+    def _meter_sums(  # noqa: PLR0917 - private, two callers
+        self, spec: MeterSpec, span: tuple[str, str, int, int], key_id: str | None,
+        select: list[str], groups: list[str], sums: str,
+    ) -> list[Row]:  # fmt: skip
+        for column in select:
+            if column not in ("key_id", "hour", *EVENT_DIMENSIONS):  # names go into SQL
+                msg = f"cannot group a meter by column {column!r}"
+                raise ValueError(msg)
+        table, column, start, end = span
+        where = ["meter = ?", f"{column} >= ?", f"{column} < ?"]
+        params: list[int | str] = [spec.name, start, end]
+        if key_id is not None:
+            where.append("key_id = ?")
+            params.append(key_id)
+        sql = f"SELECT {', '.join([*select, sums])} FROM {table} WHERE {' AND '.join(where)}"
+        if groups:
+            sql += f" GROUP BY {', '.join(groups)}"
+        return self._fetch(self._sql(sql), params)
+
+
+def event_hours(added: Sequence[Row]) -> list[Row]:
+    """The hourly sums of added event rows (`EVENT_COLUMNS` order), as rows for
+    `event_hourly_upsert`: the later event's value is the last, at the same microsecond
+    the larger one."""
+    hours: dict[tuple[Any, ...], list[int]] = {}
+    for meter, _uid, at_us, key_id, d1, d2, d3, d4, value in added:
+        key = (meter, key_id, at_us // US_PER_HOUR, d1, d2, d3, d4)
+        found = hours.get(key)
+        if found is None:
+            hours[key] = [1, value, at_us, value]
+            continue
+        found[0] += 1
+        found[1] += value
+        found[2], found[3] = max((found[2], found[3]), (at_us, value))
+    return [(*key, *sums) for key, sums in sorted(hours.items())]

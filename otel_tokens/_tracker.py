@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
 from opentelemetry.context import get_current
@@ -15,9 +15,11 @@ from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 from otel_tokens import _instruments as spec
 from otel_tokens import _names as n
 from otel_tokens._aggregator import Aggregator, Drops, Histograms, Later, Queued
+from otel_tokens._custom_meter import CustomMeter
 from otel_tokens._fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._handoff import Handoff
 from otel_tokens._ledger import UsageLedger
+from otel_tokens._meters import meter_spec
 from otel_tokens._pricing import PriceTable
 from otel_tokens._series import SeriesTable
 from otel_tokens._track import TrackedRequest
@@ -160,6 +162,9 @@ class TokenTracker:
             raise ValueError(msg)
         self._ledger = ledger
         _claim_meter(meter)
+        self._meter = meter
+        self._custom_meters: dict[str, CustomMeter] = {}
+        self._custom_lock = threading.Lock()
         self._histograms = _create_histograms(meter)
         self._prices = table
         self._fingerprint = fingerprint
@@ -185,7 +190,7 @@ class TokenTracker:
         self._snapshot: _Snapshot | None = None
         self.flush_into_ledger = self._handoff.drain
         if ledger is not None:
-            ledger._attach(self)
+            ledger._attach(self, fingerprint)
         for counter in (*spec.USAGE_COUNTERS, *spec.SELF_COUNTERS):
             meter.create_observable_counter(
                 counter.name,
@@ -290,6 +295,61 @@ class TokenTracker:
         self._handoff.drain()
         if self._ledger is not None:
             self._ledger.flush()
+
+    def custom_meter(
+        self,
+        name: str,
+        *,
+        unit: str,
+        aggregation: str = "sum",
+        dimensions: Sequence[str] = (),
+        currency: str | None = None,
+        description: str = "",
+    ) -> CustomMeter:
+        """Define a meter of usage other than tokens: an OpenTelemetry instrument named
+        `name` on this tracker's meter (a counter for sum and count, a gauge for last),
+        labelled by the meter's dimensions, and, with a ledger, the same meter in it,
+        queryable per key like tokens (`UsageLedger.meter_usage()`).
+
+        `record()` on the returned meter never raises; an event it cannot take is counted on
+        `otel_tokens.records.dropped{reason="invalid_event"}`. Dimension values are cut to
+        128 characters; the SDK caps each instrument's series (2000 by default).
+
+        Args: as for `UsageLedger.custom_meter()`.
+
+        Raises:
+            ValueError: a definition that is not allowed, or one that differs from a meter
+                of the same name on this tracker or in its ledger.
+
+        Example:
+            >>> from opentelemetry.metrics import NoOpMeter
+            >>> tracker = TokenTracker(NoOpMeter("example"))
+            >>> audio = tracker.custom_meter("audio.seconds", unit="s", dimensions=["model"])
+            >>> audio.record(12.5, dimensions={"model": "whisper-1"})
+        """
+        spec = meter_spec(name, unit=unit, aggregation=aggregation, dimensions=dimensions,
+                          currency=currency, description=description)  # fmt: skip
+        with self._custom_lock:
+            made = self._custom_meters.get(name)
+            if made is not None:
+                if not made.spec.same_as(spec):
+                    msg = (
+                        f"this tracker already has meter {name!r} as {made.spec.describe()}, "
+                        f"not {spec.describe()}: use the same definition or another name"
+                    )
+                    raise ValueError(msg)
+                return made
+            if self._ledger is not None:
+                spec = self._ledger.define(spec)
+            make = self._meter.create_gauge if aggregation == "last" else self._meter.create_counter
+            instrument = make(name, unit=unit, description=description)
+
+            def drop(reason: str, why: str) -> None:
+                self._drops.add_later(reason, why)
+
+            made = CustomMeter(spec, ledger=self._ledger, instrument=instrument, drop=drop)
+            self._custom_meters[name] = made
+            return made
 
     def _consume(self, batch: list[Queued]) -> None:
         self._aggregator.consume(batch)

@@ -7,6 +7,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from otel_tokens._cli_ledger import COMMANDS as LEDGER_COMMANDS
+from otel_tokens._cli_ledger import add_commands as add_ledger_commands
+from otel_tokens._cli_ledger import run as run_ledger_command
 from otel_tokens._version import __version__
 
 
@@ -40,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--concurrency", type=int, default=16, help="clients at once (default 16)")
     demo.add_argument("--seed", type=int, default=None, help="repeatable traffic")
+    demo.add_argument(
+        "--ledger",
+        metavar="PATH",
+        help="also write every request to this usage ledger (SQLite file or postgresql:// "
+        "URL), for `otel-tokens usage`; default: a new file in a temporary directory",
+    )
+    add_ledger_commands(commands)
     return parser
 
 
@@ -47,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s %(message)s")
+    if args.command in LEDGER_COMMANDS:
+        return run_ledger_command(args)
     if args.command == "demo":
         try:
             from otel_tokens._demo import run_demo
@@ -58,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 otlp=args.otlp,
                 concurrency=args.concurrency,
                 seed=args.seed,
+                ledger=args.ledger,
             )
         except (OSError, ImportError, ValueError) as exc:
             print(f"otel-tokens demo: error: {exc}", file=sys.stderr)

@@ -103,7 +103,8 @@ class InMemoryMetrics:
         """The points of metric `name` whose attributes include the ones given.
 
         Args:
-            name: the OpenTelemetry name, e.g. "llm.usage.input_tokens".
+            name: the OpenTelemetry name, e.g. "llm.usage.input_tokens", or a custom
+                meter's name.
             attributes: attributes by their full names.
             aliases: attributes by short name: provider, model, request_model, status, ...
 
@@ -118,7 +119,7 @@ class InMemoryMetrics:
             wanted[ALIASES[alias]] = value
         metric = self.metrics().get(name)
         if metric is None:
-            if name not in _KNOWN:
+            if name not in _KNOWN and name not in self.tracker._custom_meters:
                 msg = f"no metric named {name!r}: the tracker's metrics are {sorted(_KNOWN)}"
                 raise KeyError(msg)
             return []

@@ -9,10 +9,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from otel_tokens import UsageLedger
 from otel_tokens._demo import ACCUMULATORS, NORMALIZERS, PROFILES
 from otel_tokens._demo_upstream import Tokens, response_body, stream_events
 
@@ -43,10 +45,11 @@ def _scrape_while_running(process: subprocess.Popen[str], url: str) -> str:
     raise AssertionError(msg)
 
 
-def test_demo_serves_metrics_while_running_and_prints_a_summary() -> None:
+def test_demo_serves_metrics_while_running_and_prints_a_summary(tmp_path: Path) -> None:
+    ledger = tmp_path / "usage.db"
     process = subprocess.Popen(
         [sys.executable, "-m", "otel_tokens", "demo", "--duration", "4", "--port", "0",
-         "--seed", "3"],
+         "--seed", "3", "--ledger", str(ledger)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -93,6 +96,17 @@ def test_demo_serves_metrics_while_running_and_prints_a_summary() -> None:
     assert error > 0 and canceled > 0  # ~3% fail and ~5% hang up; ~150 requests run
     assert "counted on llm.usage.unpriced_tokens, not as $0" in out
 
+    # The ledger holds the same requests, per key, and the web searches.
+    assert f"otel-tokens usage --ledger {ledger} --by key,model" in out
+    with UsageLedger(ledger) as written:
+        by_key = written.usage("all", by=["key"])
+        assert sum(t.requests for t in by_key) == requests
+        assert sum(t.failed for t in by_key) == error
+        assert 2 <= len(by_key) <= 5 and all(len(t.group["key"]) == 16 for t in by_key)
+        searches = written.meter_usage("web_search.calls", "all", by=["engine"])
+        assert {t.group["engine"] for t in searches} <= {"bing", "brave", "google"}
+        assert sum(t.events for t in searches) > 0
+
 
 def test_demo_reports_a_port_in_use_and_exits_2() -> None:
     import socket
@@ -118,9 +132,19 @@ def test_demo_rejects_bad_arguments(args: list[str]) -> None:
     assert done.returncode == 2 and "usage:" in done.stderr
 
 
-def test_sigterm_ends_the_demo_with_a_summary() -> None:
+def test_sigterm_ends_the_demo_with_a_summary(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "otel_tokens", "demo", "--forever", "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "otel_tokens",
+            "demo",
+            "--forever",
+            "--port",
+            "0",
+            "--ledger",
+            str(tmp_path / "usage.db"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

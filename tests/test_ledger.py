@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import random
 import stat
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,41 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_tokens import PriceTable, TokenTracker, Usage, UsageLedger
-
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-SECRET = "a-test-secret-of-enough-bytes"
-
-
-def _postgres_schema() -> Iterator[str]:
-    """A fresh PostgreSQL schema for one test, as a URL whose search_path is it."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server answers at {POSTGRES}: {exc}")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{name}"
-    finally:
-        admin.execute(f"DROP SCHEMA {name} CASCADE")
-        admin.close()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Where a ledger lives: a SQLite file, or a PostgreSQL schema of its own."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "usage.db")
-    else:
-        yield from _postgres_schema()
-
-
-@pytest.fixture
-def ledger(target: str) -> Iterator[UsageLedger]:
-    opened = UsageLedger(target, api_key_secret=SECRET, flush_interval_s=0.05)
-    yield opened
-    opened.close()
+from tests.conftest import SECRET
 
 
 def usage(key: str = "sk-alice", **fields: object) -> Usage:

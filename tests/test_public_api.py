@@ -12,6 +12,8 @@ import otel_tokens.testing
 
 def test_public_names_are_pinned() -> None:
     assert otel_tokens.__all__ == [
+        "CustomMeter",
+        "MeterTotals",
         "ModelPrice",
         "PriceTable",
         "Telemetry",
