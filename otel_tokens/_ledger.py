@@ -91,6 +91,7 @@ class UsageLedger:
         >>> ledger.record(Usage(provider="openai", model="gpt-4o-mini", input_tokens=1200,
         ...                     output_tokens=300, api_key_id="3f9a1c0b2d4e5f60"))
         >>> ledger.flush()
+        True
         >>> ledger.usage("today", by=["key"])[0].input_tokens
         1200
         >>> ledger.close()
@@ -433,6 +434,7 @@ class UsageLedger:
             ...                                aggregation="count", dimensions=["engine"])
             >>> searches.record(dimensions={"engine": "bing"}, key_id="3f9a1c0b2d4e5f60")
             >>> ledger.flush()
+            True
             >>> ledger.meter_usage("web_search.calls", "today", by=["engine"])[0].value
             Decimal('1')
             >>> ledger.close()
