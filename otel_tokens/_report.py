@@ -17,13 +17,16 @@ from otel_tokens._meters import MeterTotals
 #: The group names as column headings.
 _HEADINGS = {"key": "key", "provider": "provider", "model": "model", "scenario": "scenario",
              "status": "status", "day": "day", "hour": "hour"}  # fmt: skip
-#: Token columns in a table: heading, attribute.
-_TABLE_TOKENS = (
-    ("input", "input_tokens"),
-    ("output", "output_tokens"),
-    ("cache read", "cache_read_tokens"),
-    ("cache write", "cache_write_tokens"),
-    ("reasoning", "reasoning_tokens"),
+#: A table's number columns: heading, attribute, and whether it is shown when all zero.
+_COLUMNS = (
+    ("requests", "requests", True),
+    ("failed", "failed", True),
+    ("canceled", "canceled", False),
+    ("input", "input_tokens", True),
+    ("output", "output_tokens", True),
+    ("cached", "cache_read_tokens", True),
+    ("cache wr", "cache_write_tokens", False),
+    ("reasoning", "reasoning_tokens", False),
 )
 _FIELDS = (
     "requests", "succeeded", "failed", "canceled", "input_tokens", "output_tokens",
@@ -72,11 +75,13 @@ def table(headings: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: 
 def _when(totals: UsageTotals | MeterTotals, period: Period) -> str:
     if totals.last_at_us is None:
         return "-"
-    return f"{to_local(totals.last_at_us, period.zone):%Y-%m-%d %H:%M}"
+    return f"{to_local(totals.last_at_us, period.zone):%m-%d %H:%M}"
 
 
 def usage_table(rows: Sequence[UsageTotals], groups: Sequence[str], period: Period) -> str:
-    """The rows as a table, with a total line when there are several."""
+    """The rows as a table, with a total line when there are several. Canceled requests,
+    cache writes, reasoning and unpriced tokens get a column only where there are some;
+    `last` is the month, day and time of the latest request, in the period's zone."""
     if not rows:
         return "no usage in this period"
     shown = list(rows)
@@ -88,14 +93,13 @@ def usage_table(rows: Sequence[UsageTotals], groups: Sequence[str], period: Peri
             total.group[groups[0]] = "total"
         shown.append(total)
     unpriced = any(row.unpriced_tokens for row in rows)
-    headings = [_HEADINGS[g] for g in groups] + ["requests", "failed", "canceled"]
-    headings += [h for h, _ in _TABLE_TOKENS] + ["cost"] + (["unpriced"] if unpriced else [])
-    headings.append("last")
+    columns = [c for c in _COLUMNS if c[2] or any(getattr(row, c[1]) for row in rows)]
+    headings = [_HEADINGS[g] for g in groups] + [heading for heading, _, _ in columns]
+    headings += ["cost", *(["unpriced"] if unpriced else []), "last"]
     cells = []
     for row in shown:
         line = [row.group.get(g) or "-" for g in groups]
-        line += [short(row.requests), short(row.failed), short(row.canceled)]
-        line += [short(getattr(row, name)) for _, name in _TABLE_TOKENS]
+        line += [short(getattr(row, name)) for _, name, _ in columns]
         priced_nothing = row.cost_pico == 0 and row.unpriced_tokens
         line.append("-" if priced_nothing else dollars(row.cost_usd))
         if unpriced:

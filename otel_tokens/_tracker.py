@@ -102,7 +102,10 @@ class TokenTracker:
         max_label_length: label values longer than this are cut.
         opt_in_attributes: any of "llm.provider.uuid", "llm.rule.uuid", "llm.api_key.id".
         ledger: a `UsageLedger` that every recorded `Usage` is also written to, with the
-            cost this tracker computed for it; `flush()` writes it too.
+            cost this tracker computed for it; `flush()` writes it too. Rows the ledger
+            could not write are counted on `otel_tokens.records.dropped` too, with reasons
+            `ledger_queue_full`, `ledger_write_failed`, ... A ledger without a fingerprint
+            secret of its own uses the tracker's.
         api_key_secret: the per-deployment secret of the API key fingerprint; defaults to the
             OTEL_TOKENS_API_KEY_SECRET environment variable. Needed for "llm.api_key.id".
 
@@ -371,14 +374,27 @@ class TokenTracker:
         snapshot.served.add(name)
         return snapshot.observations[name]
 
+    def _ledger_drops(self) -> list[Observation]:
+        """The ledger's drops, as reasons of their own ("ledger_write_failed", ...)."""
+        if self._ledger is None:
+            return []
+        return [
+            Observation(count, {n.DROP_REASON: _ledger_reason(reason)})
+            for reason, count in self._ledger.drops().items()
+        ]
+
     def _take_snapshot(self) -> _Snapshot:
         aggregator = self._aggregator
         observations = {
             c.name: aggregator.counter_observations(c.name) for c in spec.USAGE_COUNTERS
         }
-        observations[spec.DROPPED.name] = self._drops.observations()
+        observations[spec.DROPPED.name] = self._drops.observations() + self._ledger_drops()
         observations[spec.OVERFLOWED.name] = [Observation(aggregator.overflowed)]
         return _Snapshot(observations)
+
+
+def _ledger_reason(reason: str) -> str:
+    return reason if reason.startswith("ledger_") else f"ledger_{reason}"
 
 
 class _Snapshot:

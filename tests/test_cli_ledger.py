@@ -86,7 +86,8 @@ def test_usage_by_key_reads_well_in_a_terminal(
     lines = out.splitlines()
     assert "UTC" in lines[0]
     heading = lines[2].split()
-    assert heading[:5] == ["key", "model", "requests", "failed", "canceled"]
+    assert heading[:6] == ["key", "model", "requests", "failed", "input", "output"]
+    assert "canceled" not in heading and "reasoning" not in heading  # none: no column
     alice = next(line for line in lines if "gpt-4o-mini" in line and "1.2M" in line)
     # 1.2M input at $0.15/M + 120k output at $0.60/M = $0.18 + $0.072
     assert "$0.25" in alice.split()

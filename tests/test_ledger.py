@@ -16,6 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_tokens import PriceTable, TokenTracker, Usage, UsageLedger
+from otel_tokens.testing import InMemoryMetrics
 from tests.conftest import SECRET
 
 
@@ -185,6 +186,22 @@ def test_a_full_disk_makes_records_dropped_not_raised(tmp_path: Path) -> None:
         assert ledger.drops().get("write_failed", 0) > 0
         assert ledger.usage("today")[0].requests >= 1
     finally:
+        ledger.close()
+
+
+def test_a_trackers_metrics_count_what_its_ledger_dropped(tmp_path: Path) -> None:
+    ledger = UsageLedger(tmp_path / "usage.db", queue_size=10, batch_size=5)
+    metrics = InMemoryMetrics(ledger=ledger, api_key_secret=SECRET)
+    try:
+        with ledger._store._lock:  # type: ignore[attr-defined]  # the writer stalls
+            for _ in range(40):
+                metrics.tracker.record(usage())
+            metrics.tracker.flush_into_ledger()
+            dropped = metrics.value("otel_tokens.records.dropped", reason="ledger_queue_full")
+        assert dropped == ledger.drops()["ledger_queue_full"] >= 20
+        assert metrics.value("llm.requests") == 40  # the metrics lost nothing
+    finally:
+        metrics.shutdown()
         ledger.close()
 
 

@@ -57,3 +57,13 @@ def test_price_file_example_in_the_readme_loads(tmp_path: Path) -> None:
     assert str(table.cost_usd(usage)) == "1.6"
     long = Usage(provider="x", model="my-finetune", input_tokens=300_000)
     assert str(table.cost_usd(long)) == "1.8"
+
+
+def test_every_command_shown_in_the_readme_parses() -> None:
+    from otel_tokens.cli import _parser
+
+    shown = re.findall(r"^\$ otel-tokens (.+)$", README, re.M)
+    shown += re.findall(r"\(`otel-tokens (demo [^`]+)`", README)
+    assert len(shown) >= 2
+    for line in shown:
+        _parser().parse_args(line.split())  # exits (a SystemExit fails the test) if it does not
