@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import stat
+import threading
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -77,6 +78,41 @@ def test_a_request_id_counts_once_across_ledgers_on_one_database(target: str) ->
     finally:
         first.close()
         second.close()
+
+
+def test_replicas_writing_the_same_requests_at_once_count_each_once(target: str) -> None:
+    """Two ledgers on one database write the same 3000 request ids, in different orders and
+    small batches, at the same time: each request counts once, in the hours too."""
+    replicas = [UsageLedger(target, batch_size=50, flush_interval_s=0.01) for _ in range(2)]
+    ids = [f"req-{i}" for i in range(3000)]
+    start = datetime(2026, 11, 10, tzinfo=timezone.utc)
+    orders = [ids, list(reversed(ids))]
+    try:
+        threads = [
+            threading.Thread(target=lambda r=r, o=o: [
+                r.record(usage(request_id=i, input_tokens=int(i[4:]) + 1, cache_read_tokens=0),
+                         at=start + timedelta(seconds=int(i[4:]) * 7))
+                for i in o
+            ])
+            for r, o in zip(replicas, orders, strict=True)
+        ]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        for replica in replicas:
+            replica.flush()
+            assert replica.drops() == {}
+        total = replicas[0].usage("all")[0]
+        assert (total.requests, total.input_tokens) == (3000, sum(range(1, 3001)))
+        by_hour = replicas[1].usage("2026-11-10..2026-11-10", by=["hour"])
+        want: Counter[str] = Counter(
+            f"{start + timedelta(seconds=i * 7):%Y-%m-%d %H:00}" for i in range(3000)
+        )
+        assert {t.group["hour"]: t.requests for t in by_hour} == want
+    finally:
+        for replica in replicas:
+            replica.close()
 
 
 def test_hourly_sums_give_what_summing_every_request_gives(ledger: UsageLedger) -> None:
