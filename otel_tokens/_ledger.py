@@ -123,24 +123,48 @@ class UsageLedger:
         secret = api_key_secret if api_key_secret is not None else os.environ.get(SECRET_ENV)
         self._fingerprint = KeyFingerprinter(secret) if secret else None
         self._prices = prices if prices is not None else PriceTable.bundled()
-        self._store = open_store(target)
-        self.target = self._store.description
-        self._queue: deque[_Entry] = deque()
+        self._target = os.fspath(target)
+        self._opened = open_store(self._target)
+        self._pid = os.getpid()
+        self.target = self._opened.description
         self._capacity = queue_size
         self._batch_size = batch_size
         self._interval = float(flush_interval_s)
         self._block = when_full == "block"
+        self._closed = False
+        self._feeders: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._inherited: list[Store] = []  # a forked child's copy of its parent's connections
+        self._start_afresh()
+        me = weakref.ref(self)
+        atexit.register(_close_at_exit, me)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=lambda: _start_afresh_in_child(me))
+
+    def _start_afresh(self) -> None:
+        """An empty queue, fresh locks and a writer thread: at start, and in a forked child,
+        which writes only what it records itself (its parent writes what was queued)."""
+        self._queue: deque[_Entry] = deque()
         self._cond = threading.Condition()
+        self._reopening = threading.Lock()
         self._queued = 0  # rows ever queued
         self._done = 0  # rows written or dropped
-        self._closed = False
         self._drops: Counter[str] = Counter()
         self._warn = WarnOnce()
-        self._feeders: weakref.WeakSet[Any] = weakref.WeakSet()
         self._writer = threading.Thread(target=self._write_loop, name="otel_tokens-ledger",
                                         daemon=True)  # fmt: skip
         self._writer.start()
-        atexit.register(_close_at_exit, weakref.ref(self))
+
+    @property
+    def _store(self) -> Store:
+        """The database, opened anew in a forked child: a connection must not cross a fork
+        (the parent's are kept, never used nor closed, so the parent's session lives on)."""
+        if self._pid != os.getpid():
+            with self._reopening:
+                if self._pid != os.getpid():
+                    self._inherited.append(self._opened)
+                    self._opened = open_store(self._target)
+                    self._pid = os.getpid()
+        return self._opened
 
     # Writing
 
@@ -211,6 +235,9 @@ class UsageLedger:
 
     def _put(self, entry: _Entry) -> None:
         queue = self._queue
+        if self._closed:
+            self._drop("ledger_closed", "it was recorded after the ledger was closed")
+            return
         if len(queue) >= self._capacity:
             if not self._block or self._closed:
                 self._drop("ledger_queue_full", f"the ledger queue of {self._capacity} is full")
@@ -307,17 +334,21 @@ class UsageLedger:
         return True
 
     def close(self) -> None:
-        """Write everything queued, stop the writer and close the database."""
+        """Write everything queued (what the trackers feeding it hold too), stop the writer
+        and close the database. A `record()` after this is counted as dropped
+        (`ledger_closed`)."""
         if self._closed:
             return
-        self.flush()
-        with self._cond:
+        for feeder in list(self._feeders):
+            feeder.flush_into_ledger()
+        with self._cond:  # from here on, record() counts a drop (ledger_closed)
             self._closed = True
             self._cond.notify_all()
-        self._writer.join(30)
+        self._writer.join(30)  # it writes what is queued, then stops
         while self._queue:
             self._write_some()
-        self._store.close()
+        if self._pid == os.getpid():  # a forked child that never wrote has nothing to close
+            self._opened.close()
 
     def __enter__(self) -> UsageLedger:
         return self
@@ -608,6 +639,12 @@ class UsageLedger:
             msg = f"api_key= needs the fingerprint secret: set {SECRET_ENV} or pass key_id="
             raise ValueError(msg)
         return self._fingerprint(api_key)
+
+
+def _start_afresh_in_child(ref: weakref.ref[UsageLedger]) -> None:
+    ledger = ref()
+    if ledger is not None and not ledger._closed:
+        ledger._start_afresh()
 
 
 def _close_at_exit(ref: weakref.ref[UsageLedger]) -> None:
