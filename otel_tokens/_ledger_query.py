@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from otel_tokens._ledger_periods import Period, bucket_starts, to_local
 from otel_tokens._ledger_schema import TOKEN_COLUMNS, US_PER_HOUR
-from otel_tokens._ledger_store import SUM_NAMES, Row, Store
+from otel_tokens._ledger_store import SUM_NAMES, Row, Store, bucket_sql
 from otel_tokens._pricing import PICO_PER_USD
 
 #: What `by=` may name, and the column each reads.
@@ -105,8 +105,8 @@ def query(
     """The usage in `period`, one `UsageTotals` per group, in group order."""
     groups = check_groups(by)
 
-    def hours(first: int, end: int, dims: list[str], by_hour: bool) -> list[Row]:
-        return store.hourly_sums(first, end, key_id=key_id, dims=dims, by_hour=by_hour)
+    def hours(first: int, end: int, dims: list[str], bucket: str | None) -> list[Row]:
+        return store.hourly_sums(first, end, key_id=key_id, dims=dims, bucket=bucket)
 
     def requests(start: int, end: int, dims: list[str]) -> list[Row]:
         return store.request_sums(start, end, key_id=key_id, dims=dims)
@@ -128,14 +128,16 @@ def sum_period(  # noqa: PLR0917 - a query's parts, each needed
     period: Period,
     groups: Sequence[str],
     columns: Mapping[str, str | None],
-    hours: Callable[[int, int, list[str], bool], list[Row]],
+    hours: Callable[[int, int, list[str], str | None], list[Row]],
     raw: Callable[[int, int, list[str]], list[Row]],
     new: Callable[[dict[str, str]], T],
 ) -> list[T]:
     """Sum `period` by `groups`, reading whole hours with `hours(first, end, columns,
-    by_hour)` and the rest with `raw(start_us, end_us, columns)`; each row is the group
-    columns (then the hour, from `hours` when by_hour) then sums that `new(group).add` takes.
-    `columns` maps each group name to its column, None for day and hour."""
+    bucket)` and the rest with `raw(start_us, end_us, columns)`; each row is the group
+    columns, then (from `hours`, when a bucket expression is given) the hour or the bucket
+    number, then sums that `new(group).add` takes. `columns` maps each group name to its
+    column, None for day and hour. Days are bucketed in SQL, so a 30-day query by day
+    returns one row per group and day, not one per hour."""
     size = "day" if "day" in groups else "hour" if "hour" in groups else None
     dims = [column for g in groups if (column := columns[g]) is not None]
     starts = bucket_starts(period, size) if size else [period.start_us]
@@ -157,18 +159,27 @@ def sum_period(  # noqa: PLR0917 - a query's parts, each needed
         return bisect.bisect_right(starts, us) - 1
 
     cut_inside = {s // US_PER_HOUR for s in starts[1:] if s % US_PER_HOUR}
+    # The first whole hour of each bucket after the first: an hour belongs to the last
+    # bucket whose edge is at or before it (cut hours are read from the rows instead).
+    edges = [-(-s // US_PER_HOUR) for s in starts[1:]]
     first_whole = -(-period.start_us // US_PER_HOUR)
     end_whole = period.end_us // US_PER_HOUR
     # Hours read whole from the hourly sums, in runs between the cut ones.
     run_start = first_whole
     for hour in [*sorted(h for h in cut_inside if first_whole <= h < end_whole), end_whole]:
         if hour > run_start:
-            for row in hours(run_start, hour, dims, size is not None):
-                if size is None:
-                    add(0, row)
-                else:  # the hour column follows the dims; the sums follow it
-                    add(bucket_of(int(row[len(dims)]) * US_PER_HOUR),
-                        (*row[: len(dims)], *row[len(dims) + 1 :]))  # fmt: skip
+            first_bucket = bucket_of(run_start * US_PER_HOUR)
+            inner = [e for e in edges if run_start < e < hour]
+            bucket = (
+                "hour" if size == "hour" else bucket_sql(inner, first_bucket) if inner else None
+            )
+            for row in hours(run_start, hour, dims, bucket):
+                if bucket is None:
+                    add(first_bucket, row)
+                    continue
+                when = int(row[len(dims)])  # the hour or the bucket; the sums follow it
+                number = bucket_of(when * US_PER_HOUR) if size == "hour" else when
+                add(number, (*row[: len(dims)], *row[len(dims) + 1 :]))
         run_start = hour + 1
     # The rest, summed from the rows themselves: the period's ragged ends and the cut hours.
     pieces = _pieces(period, starts, cut_inside, first_whole, end_whole)

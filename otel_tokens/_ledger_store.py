@@ -7,6 +7,7 @@ once with `?` placeholders; the PostgreSQL store turns them into `%s`.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -47,6 +48,25 @@ _REQUEST_SUMS = _sums(
     "SUM(CASE WHEN cost_pico IS NULL THEN input_tokens + output_tokens ELSE 0 END)",
     "MAX(at_us)",
 )  # fmt: skip
+
+
+#: What a time bucket expression may be (it goes into SQL): the hour, or a CASE that maps
+#: hours to bucket numbers, made of integers only.
+BUCKET_SQL = re.compile(r"hour|CASE( WHEN hour < \d+ THEN \d+)+ ELSE \d+ END")
+
+
+def bucket_sql(edges: Sequence[int], first: int) -> str:
+    """An SQL expression giving each hour's bucket number: `first` for hours before
+    `edges[0]`, `first + 1` before `edges[1]`, and so on (`edges` ascending)."""
+    whens = " ".join(f"WHEN hour < {int(edge)} THEN {first + i}" for i, edge in enumerate(edges))
+    return f"CASE {whens} ELSE {first + len(edges)} END"
+
+
+def _checked_bucket(bucket: str) -> str:
+    if not BUCKET_SQL.fullmatch(bucket):
+        msg = f"not a time bucket expression: {bucket!r}"
+        raise ValueError(msg)
+    return bucket
 
 
 def _check_dimensions(dims: Sequence[str]) -> None:
@@ -107,10 +127,11 @@ class Store:
         *,
         key_id: str | None,
         dims: Sequence[str],
-        by_hour: bool,
+        bucket: str | None,
     ) -> list[Row]:
-        """Sums of the hours [first_hour, end_hour), grouped by `dims` (and the hour)."""
-        groups = [*dims, "hour"] if by_hour else list(dims)
+        """Sums of the hours [first_hour, end_hour), grouped by `dims` and, when given, the
+        `bucket` expression (`bucket_sql()`) of each hour."""
+        groups = [*dims, _checked_bucket(bucket)] if bucket else list(dims)
         span = ("otel_tokens_hourly", "hour", first_hour, end_hour)
         return self._sums(span, key_id, groups, _HOURLY_SUMS)
 
@@ -125,7 +146,7 @@ class Store:
         self, span: tuple[str, str, int, int], key_id: str | None, groups: list[str], sums: str
     ) -> list[Row]:
         """`sums` of `table` where `start <= column < end`, by `groups`; empty groups left out."""
-        _check_dimensions([g for g in groups if g != "hour"])
+        _check_dimensions([g for g in groups if not BUCKET_SQL.fullmatch(g)])
         table, column, start, end = span
         where = [f"{column} >= ?", f"{column} < ?"]
         params: list[int | str] = [start, end]
@@ -219,16 +240,16 @@ class Store:
 
     def meter_hourly_sums(
         self, spec: MeterSpec, first_hour: int, end_hour: int, *, key_id: str | None,
-        dims: Sequence[str], by_hour: bool,
+        dims: Sequence[str], bucket: str | None,
     ) -> list[Row]:  # fmt: skip
-        """A meter's sums over the hours [first_hour, end_hour), by `dims` (and the hour):
-        events, value sum, last time, value at the last time. A last meter's rows are not
-        summed here: the caller keeps the latest."""
-        groups = [*dims, "hour"] if by_hour else list(dims)
+        """A meter's sums over the hours [first_hour, end_hour), by `dims` (and the `bucket`
+        expression): events, value sum, last time, value at the last time. A last meter's
+        rows are not summed here: the caller keeps the latest."""
+        groups = [*dims, _checked_bucket(bucket)] if bucket else list(dims)
         if spec.aggregation == "last":
             sums = "events, value_micro, last_at_us, last_value_micro"
+            select = groups
             groups = []  # one row per stored hour; the caller keeps the latest
-            select = [*dims, "hour"] if by_hour else list(dims)
         else:
             sums = "SUM(events), SUM(value_micro), MAX(last_at_us), 0"
             select = groups
@@ -252,7 +273,7 @@ class Store:
         select: list[str], groups: list[str], sums: str,
     ) -> list[Row]:  # fmt: skip
         for column in select:
-            if column not in ("key_id", "hour", *EVENT_DIMENSIONS):  # names go into SQL
+            if column not in ("key_id", *EVENT_DIMENSIONS) and not BUCKET_SQL.fullmatch(column):
                 msg = f"cannot group a meter by column {column!r}"
                 raise ValueError(msg)
         table, column, start, end = span

@@ -125,11 +125,11 @@ def find_fault(usage: object) -> Fault | None:
         return Fault("not_usage", f"record() takes a Usage, got {type(usage).__name__}")
     for name in _REQUIRED_LABELS:
         value = getattr(usage, name)
-        if not isinstance(value, str) or not value:
+        if not (type(value) is str or isinstance(value, str)) or not value:
             return Fault("bad_label", f"Usage.{name} must be a non-empty str, got {value!r}")
     for name in _OPTIONAL_LABELS:
         value = getattr(usage, name)
-        if value is not None and not isinstance(value, str):
+        if value is not None and type(value) is not str and not isinstance(value, str):
             return Fault("bad_label", f"Usage.{name} must be a str or None, got {value!r}")
     if usage.api_key is not None and not isinstance(usage.api_key, str):
         # The value is a secret: name its type, never the value.
@@ -138,6 +138,8 @@ def find_fault(usage: object) -> Fault | None:
         )
     for name in TOKEN_FIELDS:
         value = getattr(usage, name)
+        if type(value) is int and 0 <= value <= MAX_TOKENS:  # the common case, first
+            continue
         if not _is_int(value):
             return Fault("bad_type", f"Usage.{name} must be an int, got {value!r}")
         if value < 0:
