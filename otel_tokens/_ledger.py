@@ -79,7 +79,9 @@ class UsageLedger:
         api_key_secret: the fingerprint secret for `Usage.api_key`; defaults to the
             OTEL_TOKENS_API_KEY_SECRET environment variable.
         queue_size: the most rows waiting to be written.
-        batch_size: the most rows written in one transaction.
+        batch_size: the most rows written in one transaction. Batches are only this
+            large when the writer falls behind; larger ones amortize the commit and
+            the index pages each transaction writes.
         flush_interval_s: the longest a row waits before it is written.
         when_full: what `record()` does with a full queue: "drop" (counted and warned
             once) or "block" (waits for room).
@@ -107,7 +109,7 @@ class UsageLedger:
         prices: PriceTable | None = None,
         api_key_secret: bytes | str | None = None,
         queue_size: int = 100_000,
-        batch_size: int = 5_000,
+        batch_size: int = 20_000,
         flush_interval_s: float = 1.0,
         when_full: str = "drop",
     ) -> None:
@@ -149,8 +151,8 @@ class UsageLedger:
         self._queue: deque[_Entry] = deque()
         self._cond = threading.Condition()
         self._reopening = threading.Lock()
-        self._queued = 0  # rows ever queued
-        self._done = 0  # rows written or dropped
+        self._taken = 0  # entries the writer took from the queue
+        self._done = 0  # entries written or dropped
         self._drops: Counter[str] = Counter()
         self._warn = WarnOnce()
         # Rows without an id of their own get this writer's prefix and a running number:
@@ -255,10 +257,9 @@ class UsageLedger:
                 while len(queue) >= self._capacity and not self._closed:
                     self._cond.notify_all()
                     self._cond.wait(0.1)
-        queue.append(entry)
-        with self._cond:
-            self._queued += 1
-            if len(queue) >= self._batch_size:
+        queue.append(entry)  # no lock: the writer counts what it takes, flush() adds the rest
+        if len(queue) == self._batch_size:  # a batch is ready: wake the writer
+            with self._cond:
                 self._cond.notify_all()
 
     def _drop(self, reason: str, why: str, count: int = 1) -> None:
@@ -288,7 +289,9 @@ class UsageLedger:
 
     def _write_some(self) -> None:
         queue = self._queue
-        entries = [queue.popleft() for _ in range(min(self._batch_size, len(queue)))]
+        with self._cond:
+            entries = [queue.popleft() for _ in range(min(self._batch_size, len(queue)))]
+            self._taken += len(entries)
         if not entries:
             return
         rows: list[Row] = []
@@ -327,7 +330,7 @@ class UsageLedger:
             feeder.flush_into_ledger()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
-            target = self._queued
+            target = self._taken + len(self._queue)  # all queued so far
             self._cond.notify_all()
             while self._done < target:
                 if not self._writer.is_alive():
