@@ -6,6 +6,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ class SQLiteStore(Store):
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(descriptor)
             self._db = _connect(self.path)
-            self._db.execute("PRAGMA journal_mode = WAL")
+            _use_wal(self._db)
             self._db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
             self._migrate()
             self._reader = _connect(self.path)  # WAL: reads never wait for the writer
@@ -126,6 +127,21 @@ class SQLiteStore(Store):
                     db.execute("ROLLBACK")
                 raise
             return counts
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch a new file to WAL. The switch needs the file to itself and SQLite does not
+    wait for it (busy_timeout does not apply), so when another process opens the same new
+    file at the same moment, try again for up to BUSY_TIMEOUT_MS."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

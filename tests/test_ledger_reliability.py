@@ -740,3 +740,43 @@ def test_parent_and_forked_child_both_write_through_their_own_connections(target
         assert _uids(target) == {"parent-0", "parent-1", "child-0"}
     finally:
         ledger.close()
+
+
+_OPEN_NEW_FILES = r"""
+import sys
+from otel_tokens import UsageLedger
+
+sys.stdin.readline()  # all start together
+for path in sys.argv[1:]:
+    UsageLedger(path).close()
+print("ok", flush=True)
+"""
+
+
+def test_processes_opening_the_same_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Switching a new file to WAL needs it alone, and SQLite does not wait for that: three
+    processes opening the same 150 new files in step must all succeed (before the fix, about
+    one open in a hundred failed with "database is locked")."""
+    paths = [str(tmp_path / f"usage-{i}.db") for i in range(150)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_NEW_FILES, *paths],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        results = [child.communicate(timeout=HANG_S) for child in children]
+    finally:
+        for child in children:
+            child.kill()
+    assert [
+        (out.strip(), child.returncode) for (out, _), child in zip(results, children, strict=True)
+    ] == [("ok", 0)] * 3, [err for _, err in results]
