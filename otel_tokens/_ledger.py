@@ -250,13 +250,16 @@ class UsageLedger:
             self._drop("ledger_closed", "it was recorded after the ledger was closed")
             return
         if len(queue) >= self._capacity:
-            if not self._block or self._closed:
+            if not self._block:
                 self._drop("ledger_queue_full", f"the ledger queue of {self._capacity} is full")
                 return
             with self._cond:
                 while len(queue) >= self._capacity and not self._closed:
                     self._cond.notify_all()
                     self._cond.wait(0.1)
+            if self._closed:  # closed while this waited for room
+                self._drop("ledger_closed", "the ledger was closed while it waited for room")
+                return
         queue.append(entry)  # no lock: the writer counts what it takes, flush() adds the rest
         if len(queue) == self._batch_size:  # a batch is ready: wake the writer
             with self._cond:
@@ -484,9 +487,9 @@ class UsageLedger:
         """
         spec = meter_spec(name, unit=unit, aggregation=aggregation, dimensions=dimensions,
                           currency=currency, description=description)  # fmt: skip
-        return CustomMeter(self.define(spec), ledger=self, drop=self._drop)
+        return CustomMeter(self._define(spec), ledger=self, drop=self._drop)
 
-    def define(self, spec: MeterSpec) -> MeterSpec:
+    def _define(self, spec: MeterSpec) -> MeterSpec:
         """Store a meter's definition; the stored one.
 
         Raises:
@@ -630,7 +633,7 @@ class UsageLedger:
         try:
             for kind, item in read_snapshot(lines, source):
                 if kind == "meter":
-                    meters.add(self.define(item).name)
+                    meters.add(self._define(item).name)
                     counts["meters"] += 1
                     continue
                 if kind == "event" and item[0] not in meters:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from otel_tokens._ledger_schema import (
@@ -19,8 +20,12 @@ from otel_tokens._ledger_store import Row, Store, event_hours
 _COLUMNS = ", ".join(REQUEST_COLUMNS)
 #: A lock id of the ledger's own, so that replicas starting together migrate once.
 _MIGRATION_LOCK = 0x6F74_6C65_6467_6572
-_STAGING = f"""CREATE TEMP TABLE IF NOT EXISTS otel_tokens_staging ON COMMIT DELETE ROWS AS
-    SELECT {_COLUMNS} FROM otel_tokens_requests WITH NO DATA"""
+_STAGING = (
+    f"""CREATE TEMP TABLE IF NOT EXISTS otel_tokens_staging ON COMMIT DELETE ROWS AS
+    SELECT {_COLUMNS} FROM otel_tokens_requests WITH NO DATA""",
+    "otel_tokens_staging",
+    _COLUMNS,
+)
 # Requests another replica already added (same uid) are not returned, so not summed twice.
 _INSERT_AND_ADD = f"""WITH added AS (
     INSERT INTO otel_tokens_requests ({_COLUMNS})
@@ -32,8 +37,12 @@ _INSERT_AND_ADD = f"""WITH added AS (
 )
 SELECT COUNT(*) FROM added"""
 _EVENTS = ", ".join(EVENT_COLUMNS)
-_EVENT_STAGING = f"""CREATE TEMP TABLE IF NOT EXISTS otel_tokens_event_staging
-    ON COMMIT DELETE ROWS AS SELECT {_EVENTS} FROM otel_tokens_events WITH NO DATA"""
+_EVENT_STAGING = (
+    f"""CREATE TEMP TABLE IF NOT EXISTS otel_tokens_event_staging
+    ON COMMIT DELETE ROWS AS SELECT {_EVENTS} FROM otel_tokens_events WITH NO DATA""",
+    "otel_tokens_event_staging",
+    _EVENTS,
+)
 _INSERT_EVENTS = f"""INSERT INTO otel_tokens_events ({_EVENTS})
     SELECT {_EVENTS} FROM otel_tokens_event_staging
     ON CONFLICT (meter, uid) DO NOTHING
@@ -102,31 +111,31 @@ class PostgresStore(Store):
         return 0  # not reached
 
     def _write_events(self, rows: Sequence[Row]) -> int:
-        db = self._db
-        with db.transaction():
-            db.execute(_EVENT_STAGING)
-            with db.cursor() as cursor:
-                with cursor.copy(f"COPY otel_tokens_event_staging ({_EVENTS}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                cursor.execute(_INSERT_EVENTS)
-                added = cursor.fetchall()
-                if added:
-                    # Sorted hour keys: replicas adding to the same hours lock them in order.
-                    cursor.executemany(_ADD_EVENT_HOURS, event_hours(added))
+        with self._db.transaction(), self._staged(_EVENT_STAGING, rows) as cursor:
+            cursor.execute(_INSERT_EVENTS)
+            added = cursor.fetchall()
+            if added:
+                # Sorted hour keys: replicas adding to the same hours lock them in order.
+                cursor.executemany(_ADD_EVENT_HOURS, event_hours(added))
         return len(added)
 
     def _write(self, rows: Sequence[Row]) -> int:
-        db = self._db
-        with db.transaction():
-            db.execute(_STAGING)
-            with db.cursor() as cursor:
-                with cursor.copy(f"COPY otel_tokens_staging ({_COLUMNS}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                cursor.execute(_INSERT_AND_ADD)
-                added = cursor.fetchone()
+        with self._db.transaction(), self._staged(_STAGING, rows) as cursor:
+            cursor.execute(_INSERT_AND_ADD)
+            added = cursor.fetchone()
         return int(added[0]) if added else 0
+
+    @contextlib.contextmanager
+    def _staged(self, staging: tuple[str, str, str], rows: Sequence[Row]) -> Iterator[Any]:
+        """A cursor, inside the caller's transaction, after `rows` are copied into the
+        staging table that `staging` (CREATE statement, table, columns) makes."""
+        create, table, columns = staging
+        self._db.execute(create)
+        with self._db.cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            yield cursor
 
     def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         with self._lock, self._db.transaction():

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,62 +71,45 @@ class SQLiteStore(Store):
         self._reading = threading.Lock()
 
     def _migrate(self) -> None:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(self._db) as db:
             migrate(db.execute, SQLITE_MIGRATIONS, description=self.description, placeholder="?")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def write(self, rows: Sequence[Row]) -> int:
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")  # the file's one writer until COMMIT
-            try:
-                before = db.execute("SELECT COALESCE(MAX(id), 0) FROM otel_tokens_requests")
-                last_id = before.fetchone()[0]
-                added = db.executemany(_INSERT, rows).rowcount
-                if added:
-                    db.execute(_ADD_TO_HOURS, (last_id,))
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-            return int(added)
+        with self._lock, _immediate(self._db) as db:
+            before = db.execute("SELECT COALESCE(MAX(id), 0) FROM otel_tokens_requests")
+            last_id = before.fetchone()[0]
+            added = db.executemany(_INSERT, rows).rowcount
+            if added:
+                db.execute(_ADD_TO_HOURS, (last_id,))
+        return int(added)
 
     def write_events(self, rows: Sequence[Row]) -> int:
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                before = db.execute("SELECT COALESCE(MAX(id), 0) FROM otel_tokens_events")
-                last_id = before.fetchone()[0]
-                added = db.executemany(_INSERT_EVENT, rows).rowcount
-                if added:
-                    new_rows = db.execute(_ADDED_EVENTS, (last_id,)).fetchall()
-                    db.executemany(_ADD_EVENT_HOURS, event_hours(new_rows))
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-            return int(added)
+        with self._lock, _immediate(self._db) as db:
+            before = db.execute("SELECT COALESCE(MAX(id), 0) FROM otel_tokens_events")
+            last_id = before.fetchone()[0]
+            added = db.executemany(_INSERT_EVENT, rows).rowcount
+            if added:
+                new_rows = db.execute(_ADDED_EVENTS, (last_id,)).fetchall()
+                db.executemany(_ADD_EVENT_HOURS, event_hours(new_rows))
+        return int(added)
 
     def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                counts = [int(db.execute(sql, params).rowcount) for sql, params in statements]
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-            return counts
+        with self._lock, _immediate(self._db) as db:
+            return [int(db.execute(sql, params).rowcount) for sql, params in statements]
+
+
+@contextlib.contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A transaction that is the file's one writer from its start (BEGIN IMMEDIATE, waiting
+    up to the busy timeout for other processes), committed at the end, rolled back on error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _use_wal(db: sqlite3.Connection) -> None:

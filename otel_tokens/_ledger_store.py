@@ -147,16 +147,26 @@ class Store:
     ) -> list[Row]:
         """`sums` of `table` where `start <= column < end`, by `groups`; empty groups left out."""
         _check_dimensions([g for g in groups if not BUCKET_SQL.fullmatch(g)])
+        rows = self._select(span, [], key_id, groups, groups, sums)
+        return [row for row in rows if row[len(groups)]]
+
+    def _select(  # noqa: PLR0917 - private; the parts of one SELECT
+        self, span: tuple[str, str, int, int], where: list[tuple[str, str]],
+        key_id: str | None, select: list[str], groups: list[str], sums: str,
+    ) -> list[Row]:  # fmt: skip
+        """`select` and `sums` of `table` where `start <= column < end`, the `where`
+        conditions (SQL, parameter) and the key hold, grouped by `groups`. Column names
+        are checked by the callers: they go into SQL."""
         table, column, start, end = span
-        where = [f"{column} >= ?", f"{column} < ?"]
-        params: list[int | str] = [start, end]
+        conditions = [sql for sql, _ in where] + [f"{column} >= ?", f"{column} < ?"]
+        params: list[int | str] = [param for _, param in where] + [start, end]
         if key_id is not None:
-            where.append("key_id = ?")
+            conditions.append("key_id = ?")
             params.append(key_id)
-        sql = f"SELECT {', '.join([*groups, sums])} FROM {table} WHERE {' AND '.join(where)}"
+        sql = f"SELECT {', '.join([*select, sums])} FROM {table} WHERE {' AND '.join(conditions)}"
         if groups:
             sql += f" GROUP BY {', '.join(groups)}"
-        return [row for row in self._fetch(self._sql(sql), params) if row[len(groups)]]
+        return self._fetch(self._sql(sql), params)
 
     def key_ids(self) -> list[str]:
         """Every key id with usage stored."""
@@ -276,16 +286,7 @@ class Store:
             if column not in ("key_id", *EVENT_DIMENSIONS) and not BUCKET_SQL.fullmatch(column):
                 msg = f"cannot group a meter by column {column!r}"
                 raise ValueError(msg)
-        table, column, start, end = span
-        where = ["meter = ?", f"{column} >= ?", f"{column} < ?"]
-        params: list[int | str] = [spec.name, start, end]
-        if key_id is not None:
-            where.append("key_id = ?")
-            params.append(key_id)
-        sql = f"SELECT {', '.join([*select, sums])} FROM {table} WHERE {' AND '.join(where)}"
-        if groups:
-            sql += f" GROUP BY {', '.join(groups)}"
-        return self._fetch(self._sql(sql), params)
+        return self._select(span, [("meter = ?", spec.name)], key_id, select, groups, sums)
 
 
 def event_hours(added: Sequence[Row]) -> list[Row]:

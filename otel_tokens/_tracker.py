@@ -343,7 +343,7 @@ class TokenTracker:
                     raise ValueError(msg)
                 return made
             if self._ledger is not None:
-                spec = self._ledger.define(spec)
+                spec = self._ledger._define(spec)
             make = self._meter.create_gauge if aggregation == "last" else self._meter.create_counter
             instrument = make(name, unit=unit, description=description)
 
