@@ -20,6 +20,7 @@ from otel_tokens._track import TrackedRequest
 from otel_tokens._tracker import TokenTracker
 from otel_tokens._usage import Usage
 from otel_tokens._version import __version__
+from otel_tokens._worker_server import WorkerMetricsServer
 
 __all__ = [
     "CustomMeter",
@@ -32,6 +33,7 @@ __all__ = [
     "Usage",
     "UsageLedger",
     "UsageTotals",
+    "WorkerMetricsServer",
     "__version__",
     "configure",
 ]

@@ -10,7 +10,8 @@ import atexit
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from otel_tokens._tracker import TokenTracker
@@ -27,6 +28,9 @@ PROTOCOLS = ("grpc", "http/protobuf")
 DEFAULT_PROMETHEUS_HOST = "127.0.0.1"
 DEFAULT_PROMETHEUS_PORT = 9464
 _METRICS_PATH = "/v1/metrics"
+#: The directory several worker processes write their totals to (prometheus_client's name).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+WORKER_WRITE_MS = 5_000
 
 
 def _import_error(extra: str, what: str, exc: ImportError) -> ImportError:
@@ -101,6 +105,24 @@ def _prometheus_address(host: str | None, port: int | None) -> tuple[str, int]:
     return host, port
 
 
+def _env_interval_ms(default: int) -> int:
+    """OTEL_METRIC_EXPORT_INTERVAL (checked by `_export_interval_ms`), else `default`."""
+    raw = _env("OTEL_METRIC_EXPORT_INTERVAL")
+    return default if raw is None else int(raw)
+
+
+def _workers_dir(directory: str | os.PathLike[str] | None) -> Path | None:
+    """The directory worker processes write their totals to, if one is asked for."""
+    source = "prometheus_multiproc_dir"
+    if directory is None:
+        directory, source = _env(MULTIPROC_ENV), MULTIPROC_ENV
+    if directory is None:
+        return None
+    from otel_tokens._worker_metrics import check_directory
+
+    return check_directory(directory, source)
+
+
 def _resource(service_name: str | None, attributes: Mapping[str, Any] | None) -> Resource:
     try:
         from opentelemetry.sdk.resources import Resource
@@ -118,14 +140,17 @@ def _resource(service_name: str | None, attributes: Mapping[str, Any] | None) ->
 class _PrometheusServer:
     """A pull endpoint serving one reader's own registry (never prometheus_client's global one)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(
+        self, host: str, port: int, make_reader: Callable[[Any], MetricReader] | None = None
+    ) -> None:
         try:
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
             from prometheus_client import CollectorRegistry, start_http_server
         except ImportError as exc:
             raise _import_error("prometheus", "the Prometheus exporter", exc) from None
         registry = CollectorRegistry()  # its own, never prometheus_client's global one
-        self.reader = PrometheusMetricReader(registry=registry)
+        make = make_reader or (lambda registry: PrometheusMetricReader(registry=registry))
+        self.reader = make(registry)
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=registry)
         except OSError as exc:
@@ -291,6 +316,7 @@ def configure(
     otlp_headers: Mapping[str, str] | None = None,
     prometheus_host: str | None = None,
     prometheus_port: int | None = None,
+    prometheus_multiproc_dir: str | os.PathLike[str] | None = None,
     export_interval_s: float | None = None,
     readers: Iterable[MetricReader] = (),
 ) -> Telemetry:
@@ -314,13 +340,19 @@ def configure(
         prometheus_host: the address to serve on; default `OTEL_EXPORTER_PROMETHEUS_HOST`,
             else 127.0.0.1. Serving on all interfaces must be asked for ("0.0.0.0").
         prometheus_port: default `OTEL_EXPORTER_PROMETHEUS_PORT`, else 9464; 0 picks a free port.
-        export_interval_s: seconds between OTLP/console exports; default
-            `OTEL_METRIC_EXPORT_INTERVAL` (ms), else 60.
+        prometheus_multiproc_dir: for a server with several worker processes: instead of
+            serving, this process writes its totals to a file in this directory, and one
+            `WorkerMetricsServer` serves the sum of all workers' files; default
+            `PROMETHEUS_MULTIPROC_DIR` (as prometheus_client's multiprocess mode).
+        export_interval_s: seconds between OTLP/console exports and worker file writes;
+            default `OTEL_METRIC_EXPORT_INTERVAL` (ms), else 60 for OTLP and console and 5
+            for worker files.
         readers: more metric readers (an `InMemoryMetricReader` in tests).
 
     Raises:
-        ValueError: an unknown exporter or protocol, or a bad port or interval, naming the
-            argument or environment variable it came from.
+        ValueError: an unknown exporter or protocol, a bad port or interval, or a worker
+            directory that cannot be written, naming the argument or environment variable
+            it came from.
         ImportError: an exporter whose extra is not installed, naming the `pip install`.
         OSError: the Prometheus port cannot be bound.
 
@@ -333,10 +365,13 @@ def configure(
     names = _exporter_names(exporters)
     protocol = _otlp_protocol(otlp_protocol) if "otlp" in names else None
     interval_ms = _export_interval_ms(export_interval_s)
+    resource = _resource(service_name, resource_attributes)  # first: it says if the SDK is missing
+    workers_dir = _workers_dir(prometheus_multiproc_dir) if "prometheus" in names else None
     address = (
-        _prometheus_address(prometheus_host, prometheus_port) if "prometheus" in names else None
+        _prometheus_address(prometheus_host, prometheus_port)
+        if "prometheus" in names and workers_dir is None
+        else None
     )
-    resource = _resource(service_name, resource_attributes)
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import (
         ConsoleMetricExporter,
@@ -350,6 +385,15 @@ def configure(
         if address is not None:
             prometheus = _PrometheusServer(*address)
             all_readers.append(prometheus.reader)
+        if workers_dir is not None:
+            from otel_tokens._worker_metrics import WorkerFileExporter
+
+            all_readers.append(
+                PeriodicExportingMetricReader(
+                    WorkerFileExporter(workers_dir),
+                    export_interval_millis=interval_ms or _env_interval_ms(WORKER_WRITE_MS),
+                )
+            )
         if protocol is not None:
             all_readers.append(_otlp_reader(protocol, otlp_endpoint, otlp_headers, interval_ms))
         if "console" in names:

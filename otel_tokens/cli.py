@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from otel_tokens._cli_ledger import COMMANDS as LEDGER_COMMANDS
 from otel_tokens._cli_ledger import add_commands as add_ledger_commands
 from otel_tokens._cli_ledger import run as run_ledger_command
+from otel_tokens._configure import MULTIPROC_ENV
 from otel_tokens._version import __version__
 
 
@@ -49,8 +53,48 @@ def _parser() -> argparse.ArgumentParser:
         help="also write every request to this usage ledger (SQLite file or postgresql:// "
         "URL), for `otel-tokens usage`; default: a new file in a temporary directory",
     )
+    serve = commands.add_parser(
+        "serve-metrics",
+        help="serve the sum of several worker processes' metrics for Prometheus",
+        description="One Prometheus endpoint for the worker processes that write to a "
+        "directory (configure(exporters='prometheus', prometheus_multiproc_dir=DIR)); "
+        "runs until Ctrl-C or SIGTERM.",
+    )
+    serve.add_argument(
+        "--dir",
+        default=os.environ.get(MULTIPROC_ENV),
+        help=f"the workers' directory (default ${MULTIPROC_ENV})",
+    )
+    serve.add_argument("--host", default=None, help="address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 9464; 0: any free)")
     add_ledger_commands(commands)
     return parser
+
+
+def _serve_metrics(args: argparse.Namespace) -> int:
+    if not args.dir:
+        print(
+            f"otel-tokens serve-metrics: error: give --dir or set {MULTIPROC_ENV}", file=sys.stderr
+        )
+        return 2
+    from otel_tokens._worker_server import WorkerMetricsServer
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        server = WorkerMetricsServer(args.dir, host=args.host, port=args.port)
+    except (OSError, ImportError, ValueError) as exc:
+        print(f"otel-tokens serve-metrics: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"serving the sum of the worker metrics in {args.dir} at {server.url}", flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="%(levelname)s %(message)s")
     if args.command in LEDGER_COMMANDS:
         return run_ledger_command(args)
+    if args.command == "serve-metrics":
+        return _serve_metrics(args)
     if args.command == "demo":
         try:
             from otel_tokens._demo import run_demo

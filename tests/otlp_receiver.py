@@ -60,6 +60,26 @@ class _Store:
                 for rm in request.resource_metrics
             ]
 
+    def totals_by_instance(self, name: str) -> dict[str, list[float]]:
+        """Each sender's (`service.instance.id`) total of metric `name`, summed over its
+        points (a histogram's: its count), in the order its exports arrived."""
+        with self._lock:
+            requests = list(self.requests)
+        totals: dict[str, list[float]] = {}
+        for request in requests:
+            for rm in request.resource_metrics:
+                resource = {a.key: _value(a.value) for a in rm.resource.attributes}
+                found = [
+                    value[0] if isinstance(value, tuple) else value
+                    for sm in rm.scope_metrics
+                    for metric in sm.metrics
+                    if metric.name == name
+                    for _, value in _metric_points(metric)
+                ]
+                if found:
+                    totals.setdefault(str(resource["service.instance.id"]), []).append(sum(found))
+        return totals
+
     def wait_for(self, name: str, seconds: float = 15.0) -> dict[Key, Any]:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:

@@ -22,6 +22,7 @@ def test_public_names_are_pinned() -> None:
         "Usage",
         "UsageLedger",
         "UsageTotals",
+        "WorkerMetricsServer",
         "__version__",
         "configure",
     ]
