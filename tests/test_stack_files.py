@@ -829,3 +829,33 @@ def test_otelcol_validates_the_collector_config() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_every_stack_file(tmp_path: Path) -> None:
+    """The dashboard, provisioning and Prometheus files install with the package, so a
+    `pip install` user finds them next to the code, as the README says."""
+    import sys
+    import zipfile
+
+    source = tmp_path / "source"  # a copy: a build writes build/ into the tree it builds
+    shutil.copytree(
+        ROOT / "otel_tokens", source / "otel_tokens", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(tmp_path), str(source)],
+        check=False, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = tmp_path.glob("otel_tokens-*.whl")
+    packaged = {name for name in zipfile.ZipFile(wheel).namelist() if "/stack/" in name}
+    expected = {
+        f"otel_tokens/{path.relative_to(ROOT / 'otel_tokens').as_posix()}"
+        for path in (ROOT / "otel_tokens" / "stack").rglob("*")
+        if path.is_file()
+    }
+    assert len(expected) == 5
+    assert packaged == expected
