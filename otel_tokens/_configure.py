@@ -111,16 +111,37 @@ def _env_interval_ms(default: int) -> int:
     return default if raw is None else int(raw)
 
 
-def _workers_dir(directory: str | os.PathLike[str] | None) -> Path | None:
-    """The directory worker processes write their totals to, if one is asked for."""
+def _workers_dir(
+    directory: str | os.PathLike[str] | None, host: str | None, port: int | None
+) -> Path | None:
+    """The directory worker processes write their totals to, if one is asked for.
+
+    Raises:
+        ValueError: a directory that cannot be used, or one given with a host or port to
+            serve on (a worker writing to a directory serves nothing).
+    """
     source = "prometheus_multiproc_dir"
     if directory is None:
         directory, source = _env(MULTIPROC_ENV), MULTIPROC_ENV
     if directory is None:
         return None
+    if host is not None or port is not None:
+        msg = (
+            f"{source} ({str(directory)!r}) makes this process write its totals there for "
+            "`otel-tokens serve-metrics` to serve, so prometheus_host and prometheus_port do "
+            f"not apply: pass one or the other (unset {MULTIPROC_ENV} to serve from here)"
+        )
+        raise ValueError(msg)
     from otel_tokens._worker_metrics import check_directory
 
-    return check_directory(directory, source)
+    path = check_directory(directory, source)
+    logger.info(
+        "otel_tokens: %s is set: this process writes its Prometheus totals to %s for "
+        "`otel-tokens serve-metrics` (or WorkerMetricsServer) to serve, not on a port",
+        source,
+        path,
+    )
+    return path
 
 
 def _resource(service_name: str | None, attributes: Mapping[str, Any] | None) -> Resource:
@@ -366,7 +387,11 @@ def configure(
     protocol = _otlp_protocol(otlp_protocol) if "otlp" in names else None
     interval_ms = _export_interval_ms(export_interval_s)
     resource = _resource(service_name, resource_attributes)  # first: it says if the SDK is missing
-    workers_dir = _workers_dir(prometheus_multiproc_dir) if "prometheus" in names else None
+    workers_dir = (
+        _workers_dir(prometheus_multiproc_dir, prometheus_host, prometheus_port)
+        if "prometheus" in names
+        else None
+    )
     address = (
         _prometheus_address(prometheus_host, prometheus_port)
         if "prometheus" in names and workers_dir is None

@@ -30,6 +30,7 @@ class WorkerMetricsServer:
         host: the address to serve on; default `OTEL_EXPORTER_PROMETHEUS_HOST`, else
             127.0.0.1.
         port: default `OTEL_EXPORTER_PROMETHEUS_PORT`, else 9464; 0 picks a free port.
+        source: what to call the directory in errors (the option it came from).
 
     Raises:
         ValueError: a directory that cannot be made or written, or a bad port.
@@ -50,6 +51,7 @@ class WorkerMetricsServer:
         *,
         host: str | None = None,
         port: int | None = None,
+        source: str = "the worker metrics directory",
     ) -> None:
         try:
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -61,7 +63,7 @@ class WorkerMetricsServer:
             from otel_tokens._worker_metrics import Merged, WorkerDirectory
         except ImportError as exc:
             raise _import_error("prometheus", "WorkerMetricsServer", exc) from None
-        self.directory = WorkerDirectory(directory)
+        self.directory = WorkerDirectory(directory, source)
         workers = self.directory
         scrape = threading.local()  # a scrape runs the callback, then _receive_metrics
 
@@ -78,7 +80,9 @@ class WorkerMetricsServer:
                 own = list(metrics_data.resource_metrics) if metrics_data else []
                 merged: Merged | None = getattr(scrape, "merged", None)
                 scrape.merged = None
-                summed = merged.metrics_data().resource_metrics if merged is not None else []
+                if merged is None or not merged.metrics:
+                    return  # nothing written yet: no target_info made from no resource
+                summed = merged.metrics_data().resource_metrics
                 both = MetricsData(resource_metrics=[*summed, *own])
                 super()._receive_metrics(both, timeout_millis, **kwargs)
 
@@ -98,9 +102,13 @@ class WorkerMetricsServer:
             "(with those of the ones that exited)",
         )
         self.url = self._server.url
+        self._closed = False
 
     def close(self) -> None:
-        """Stop serving (the workers' files stay)."""
+        """Stop serving (the workers' files stay). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self._provider.shutdown()
         self._server.close()
 

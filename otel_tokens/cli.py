@@ -82,7 +82,8 @@ def _serve_metrics(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        server = WorkerMetricsServer(args.dir, host=args.host, port=args.port)
+        source = "--dir" if args.dir != os.environ.get(MULTIPROC_ENV) else MULTIPROC_ENV
+        server = WorkerMetricsServer(args.dir, host=args.host, port=args.port, source=source)
     except (OSError, ImportError, ValueError) as exc:
         print(f"otel-tokens serve-metrics: error: {exc}", file=sys.stderr)
         return 2

@@ -5,12 +5,15 @@ The end-to-end proof with gunicorn and a real Prometheus is in test_workers.py.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,16 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_tokens import Telemetry, Usage, WorkerMetricsServer, configure
-from otel_tokens._worker_metrics import RETIRED, WorkerDirectory, WorkerFileExporter
+from otel_tokens._worker_metrics import (
+    RETIRED,
+    Merged,
+    Point,
+    WorkerDirectory,
+    WorkerFileExporter,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-OWN = {"target_info", "otel_tokens_worker_processes"}
+OWN = {"otel_tokens_worker_processes"}  # the summed endpoint's own gauge
 
 
 def _usages() -> list[Usage]:
@@ -72,6 +81,12 @@ def test_the_summed_endpoint_names_every_series_as_a_single_process_endpoint_doe
     worker.shutdown()
     with WorkerMetricsServer(tmp_path, port=0) as server:
         summed = _scrape(server.url)
+    # target_info: the attributes every worker shares, so not a worker's instance id.
+    (name, labels) = next(key for key in expected if key[0] == "target_info")
+    shared = tuple(label for label in labels if label[0] != "service_instance_id")
+    assert (name, shared) in summed and ("service_name", "parity") in shared
+    del expected[(name, labels)]
+    del summed[(name, shared)]
     assert summed == expected
     assert any(name == "llm_usage_input_tokens_total" for name, _ in summed)
 
@@ -97,58 +112,148 @@ def test_workers_add_up_and_exited_ones_are_folded_into_one_file(tmp_path: Path)
     assert len(files) == 2 and RETIRED in files  # the living worker's file and the fold
 
 
-def _state(kind: str, points: list[list[object]], monotonic: bool = True) -> dict[str, object]:
-    metric = {"scope": "s", "scope_version": "1", "name": "m", "description": "", "unit": "",
-              "kind": kind, "monotonic": monotonic, "points": points}  # fmt: skip
+def _state(
+    kind: str,
+    points: list[list[object]],
+    monotonic: bool = True,
+    description: str = "",
+) -> dict[str, object]:
+    metric = {"scope": "s", "scope_version": "1", "name": "m", "description": description,
+              "unit": "", "kind": kind, "monotonic": monotonic, "points": points}  # fmt: skip
     return {"format": "otel_tokens.worker-metrics/1", "resource": {}, "metrics": [metric]}
 
 
-def _write(directory: Path, name: str, state: dict[str, object]) -> None:
-    (directory / f"otel_tokens-{name}.json").write_text(json.dumps(state))
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., None]]:
+    """Writes a worker file as a worker would: `alive` ones hold their lock until the test
+    ends, exited ones leave a lock file anyone can take."""
+    held: list[int] = []
+
+    def write(name: str, state: dict[str, object], *, alive: bool = False) -> None:
+        (tmp_path / f"otel_tokens-{name}.json").write_text(json.dumps(state))
+        descriptor = os.open(tmp_path / f"otel_tokens-{name}.lock", os.O_RDWR | os.O_CREAT)
+        if alive:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            held.append(descriptor)
+        else:
+            os.close(descriptor)
+
+    yield write
+    for descriptor in held:
+        os.close(descriptor)
 
 
-def _only_points(directory: WorkerDirectory) -> list[list[object]]:
-    (points,) = directory.merged().metrics.values()
-    return list(points.values())
+def _only(merged: Merged) -> Point:
+    (points,) = merged.metrics.values()
+    (point,) = points.values()
+    return point
 
 
-def test_gauges_keep_the_newest_value_and_exited_up_down_sums_are_dropped(tmp_path: Path) -> None:
-    _write(tmp_path, "1-a", _state("gauge", [[{"k": "x"}, 0, 200, 5.0]], monotonic=False))
-    _write(tmp_path, "2-b", _state("gauge", [[{"k": "x"}, 0, 100, 9.0]], monotonic=False))
-    (point,) = _only_points(WorkerDirectory(tmp_path))
-    assert point[3] == 5.0  # written at 200, after the 9.0 at 100
-    for data_file in tmp_path.glob("otel_tokens-*"):
-        data_file.unlink()
-    (tmp_path / RETIRED).unlink()
-    _write(tmp_path, "3-c", _state("sum", [[{}, 0, 1, 4]], monotonic=False))
-    assert WorkerDirectory(tmp_path).merged().metrics == {}  # its process is gone (no lock)
+def _data_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("otel_tokens-*.json"))
 
 
-def test_histograms_with_other_buckets_are_left_out_and_warned_about(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_gauges_keep_the_value_written_last_and_exited_up_down_sums_are_dropped(
+    tmp_path: Path, workers: Callable[..., None]
+) -> None:
+    workers("1-a", _state("gauge", [[{"k": "x"}, 0, 200, 5.0]], monotonic=False), alive=True)
+    workers("2-b", _state("gauge", [[{"k": "x"}, 0, 100, 9.0]], monotonic=False), alive=True)
+    merged = WorkerDirectory(tmp_path).merged()
+    assert _only(merged).value == 5  # exported at 200, after the 9.0 at 100
+    assert merged.running == 2
+    workers("3-c", _state("sum", [[{}, 0, 1, 4]], monotonic=False))  # exited
+    workers("4-d", _state("sum", [[{}, 0, 1, 6]], monotonic=False), alive=True)
+    merged = WorkerDirectory(tmp_path).merged()
+    up_down = merged.metrics[("s", "1", "m", "sum", "", False)]
+    assert [p.value for p in up_down.values()] == [6]  # the living worker's only
+
+
+def test_histograms_with_other_buckets_add_up_on_the_bounds_both_have(
+    tmp_path: Path, workers: Callable[..., None]
 ) -> None:
     def histogram(bounds: list[float], buckets: list[int]) -> dict[str, object]:
         return _state("histogram", [[{}, 5, 9, sum(buckets), 3.0, bounds, buckets, 0.5, 2.0]])
 
-    _write(tmp_path, "1-a", histogram([1.0], [1, 2]))
-    _write(tmp_path, "2-b", histogram([1.0], [4, 0]))
-    _write(tmp_path, "3-c", histogram([1.0, 2.0], [1, 1, 1]))
-    with caplog.at_level(logging.WARNING, logger="otel_tokens"):
-        (point,) = _only_points(WorkerDirectory(tmp_path))
-    assert point[3:7] == [7, 6.0, [1.0], [5, 2]]
-    assert "1 histogram point(s)" in caplog.text and "other bucket bounds" in caplog.text
+    workers("1-a", histogram([1, 4], [1, 2, 0]), alive=True)
+    workers("2-b", histogram([1, 4], [4, 0, 1]), alive=True)
+    workers("3-c", histogram([1, 2, 8], [1, 1, 1, 1]), alive=True)
+    point = _only(WorkerDirectory(tmp_path).merged())
+    assert (point.count, point.value, point.bounds, point.buckets) == (12, 9, [1], [6, 6])
 
 
-def test_a_damaged_file_is_left_out_with_a_warning_and_the_rest_is_served(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_damaged_and_malformed_files_are_left_out_with_a_warning_and_the_rest_is_served(
+    tmp_path: Path, workers: Callable[..., None], caplog: pytest.LogCaptureFixture
 ) -> None:
-    _write(tmp_path, "1-a", _state("sum", [[{}, 0, 1, 4]]))
+    workers("1-a", _state("sum", [[{}, 0, 1, 4]]), alive=True)
+    workers("2-b", {"format": "otel_tokens.worker-met"}, alive=True)
     (tmp_path / "otel_tokens-2-b.json").write_text('{"format": "otel_tokens.worker-met')
-    (tmp_path / "otel_tokens-3-c.json").write_text('{"format": "something else"}')
+    workers("3-c", {"format": "something else"}, alive=True)
+    workers("4-d", _state("sum", [[{}, 0, 1]]), alive=True)  # a value short
+    workers("5-e", _state("histogram", [[{}, 0, 1, 9, 1.0, [1], [1, 1], 0, 1]]))  # 2 != 9
     with caplog.at_level(logging.WARNING, logger="otel_tokens"):
-        (point,) = _only_points(WorkerDirectory(tmp_path))
-    assert point[3] == 4
-    assert "otel_tokens-2-b.json" in caplog.text and "otel_tokens-3-c.json" in caplog.text
+        merged = WorkerDirectory(tmp_path).merged()
+    assert _only(merged).value == 4
+    for name in ("2-b", "3-c", "4-d", "5-e"):
+        assert f"otel_tokens-{name}.json" in caplog.text
+
+
+def test_sums_are_exact_so_folding_never_makes_a_float_total_go_back(
+    tmp_path: Path, workers: Callable[..., None]
+) -> None:
+    costs = [0.1, 0.7, 0.2, 1e-9, 100.03, 0.3, 2.675, 1 / 3] * 3
+    workers("0-live", _state("sum", [[{}, 0, 1, 0.1]]), alive=True)
+    directory = WorkerDirectory(tmp_path)
+    served = []
+    for number, cost in enumerate(costs, start=1):
+        workers(f"{number}-x", _state("sum", [[{}, 0, 1, cost]]))  # exited: folded next
+        served.append(float(_only(directory.merged()).value))
+        served.append(float(_only(directory.merged()).value))  # after the fold
+    assert served == sorted(served)
+    assert served[-1] == float(sum((Fraction(c) for c in [0.1, *costs]), Fraction(0)))
+    assert _data_files(tmp_path) == ["otel_tokens-0-live.json"]
+
+
+def test_a_fold_cut_short_counts_each_worker_once(
+    tmp_path: Path, workers: Callable[..., None]
+) -> None:
+    workers("1-a", _state("sum", [[{}, 0, 1, 4]]))
+    directory = WorkerDirectory(tmp_path)
+    assert _only(directory.merged()).value == 4  # folded into retired.json, file deleted
+    workers("1-a", _state("sum", [[{}, 0, 1, 4]]))  # as if the deletion never happened
+    assert _only(directory.merged()).value == 4
+    assert _data_files(tmp_path) == []
+
+
+def test_a_worker_whose_lock_file_vanished_is_counted_once_and_never_folded(
+    tmp_path: Path, workers: Callable[..., None]
+) -> None:
+    workers("1-a", _state("sum", [[{}, 0, 1, 4]]), alive=True)
+    (tmp_path / "otel_tokens-1-a.lock").unlink()  # a tmp cleaner, say
+    directory = WorkerDirectory(tmp_path)
+    assert [_only(directory.merged()).value for _ in range(3)] == [4, 4, 4]
+    assert _data_files(tmp_path) == ["otel_tokens-1-a.json"]
+
+
+def test_an_unreadable_retired_file_is_never_overwritten(
+    tmp_path: Path, workers: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / RETIRED).write_text('{"format": "otel_tokens.worker-metrics/1", "metr')
+    workers("1-a", _state("sum", [[{}, 0, 1, 4]]))
+    with caplog.at_level(logging.WARNING, logger="otel_tokens"):
+        assert _only(WorkerDirectory(tmp_path).merged()).value == 4
+    assert "nothing is folded until it is fixed or moved away" in caplog.text
+    assert (tmp_path / RETIRED).read_text().endswith('"metr')
+    assert _data_files(tmp_path) == ["otel_tokens-1-a.json"]
+
+
+def test_a_changed_description_keeps_one_family(
+    tmp_path: Path, workers: Callable[..., None]
+) -> None:
+    workers("1-a", _state("sum", [[{}, 0, 1, 4]], description="old words"))
+    workers("2-b", _state("sum", [[{}, 0, 1, 3]], description="new words"), alive=True)
+    merged = WorkerDirectory(tmp_path).merged()
+    assert _only(merged).value == 7
+    assert list(merged.descriptions.values()) == ["new words"]
 
 
 def test_an_exporter_writes_nothing_after_shutdown(tmp_path: Path) -> None:
@@ -187,7 +292,7 @@ if pid:
     assert len(list(tmp_path.glob("otel_tokens-*.json"))) == 2
     merged = WorkerDirectory(tmp_path).merged()
     inputs = [
-        point[3]
+        point.value
         for key, points in merged.metrics.items()
         if key[2] == "llm.usage.input_tokens"
         for point in points.values()
@@ -217,3 +322,8 @@ def test_serve_metrics_without_a_directory_says_what_to_give(
     )  # fmt: skip
     assert done.returncode == 2
     assert "give --dir or set PROMETHEUS_MULTIPROC_DIR" in done.stderr
+
+
+def test_a_directory_with_a_port_to_serve_on_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="prometheus_host and prometheus_port do not apply"):
+        configure(exporters="prometheus", prometheus_multiproc_dir=tmp_path, prometheus_port=0)

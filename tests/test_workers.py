@@ -244,7 +244,12 @@ def test_workers_writing_to_one_directory_give_prometheus_exact_totals_that_neve
 
         # Never back: not one series of a counter or a histogram count was ever reset, and
         # the total rose step by step through every worker's replacement.
-        for name in ("llm_requests_total", "gen_ai_client_operation_duration_seconds_count"):
+        for name in (
+            "llm_requests_total",
+            "llm_usage_cost_USD_total",  # float sums: exact, so never lower after a fold
+            "gen_ai_client_operation_duration_seconds_count",
+            "gen_ai_client_operation_duration_seconds_sum",
+        ):
             assert prometheus.value(f"max(resets({name}[10m]))") == 0, name
         totals = _range(prometheus, "sum(llm_requests_total)", started, done_at)
         assert totals == sorted(totals)
