@@ -25,9 +25,8 @@ import secrets
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from fractions import Fraction
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,34 +35,15 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Gauge,
-    HistogramDataPoint,
-    Metric,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    NumberDataPoint,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
-)
-from opentelemetry.sdk.metrics.export import Histogram as HistogramData
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 
 from otel_tokens._warn import WarnOnce, logger
+from otel_tokens._worker_format import FORMAT, Contribution, Merged, encode, parse
 
-FORMAT = "otel_tokens.worker-metrics/1"
 PREFIX = "otel_tokens-"
 RETIRED = "retired.json"
 _DIRECTORY_LOCK = ".otel_tokens.lock"
-_INSTANCE_ID = "service.instance.id"
-
-#: (scope name, scope version, metric name, kind, unit, monotonic): a Prometheus family.
-MetricKey = tuple[str, str, str, str, str, bool]
-Number = int | Fraction
+_MALFORMED = (KeyError, IndexError, TypeError, ValueError, ArithmeticError)
 
 
 def check_directory(directory: str | os.PathLike[str], source: str) -> Path:
@@ -153,8 +133,12 @@ class WorkerFileExporter(MetricExporter):
         except FileNotFoundError:
             current = -2
         if self._lock_file is None or current != self._lock_inode:
-            descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            # Locked before it is in place: the lock path never names an unlocked file, so
+            # a reader can never take this living worker for an exited one.
+            temporary = self.directory / f".{self._name}.lock.tmp"
+            descriptor = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             fcntl.flock(descriptor, fcntl.LOCK_EX)
+            os.replace(temporary, lock_path)
             if self._lock_file is not None:
                 os.close(self._lock_file)
             self._lock_file, self._lock_inode = descriptor, os.fstat(descriptor).st_ino
@@ -170,12 +154,14 @@ class WorkerFileExporter(MetricExporter):
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)  # if emptied meanwhile
                 name = self._claim()
-                state = {
-                    "format": FORMAT,
-                    "pid": os.getpid(),  # for people reading the directory
-                    "resource": _resource_of(metrics_data),
-                    "metrics": self._encode(metrics_data),
-                }
+                state, skipped = encode(metrics_data, os.getpid())
+                if skipped:
+                    self._warn(
+                        ("skipped", tuple(skipped)),
+                        "otel_tokens: worker metrics cannot sum exponential histograms; %s "
+                        "are left out of the summed endpoint",
+                        skipped,
+                    )
                 _replace(self.directory / f"{name}.json", state, durable=False)
             except (OSError, TypeError, ValueError) as exc:
                 self._failing = True
@@ -193,17 +179,6 @@ class WorkerFileExporter(MetricExporter):
                     "otel_tokens: writing worker metrics to %s works again", self.directory
                 )
         return MetricExportResult.SUCCESS
-
-    def _encode(self, metrics_data: MetricsData) -> list[dict[str, Any]]:
-        entries, skipped = encode(metrics_data)
-        if skipped:
-            self._warn(
-                ("skipped", tuple(skipped)),
-                "otel_tokens: worker metrics cannot sum exponential histograms; %s are left "
-                "out of the summed endpoint",
-                skipped,
-            )
-        return entries
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return True
@@ -230,7 +205,7 @@ def _replace(path: Path, state: dict[str, Any], *, durable: bool) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as out:
-        json.dump(state, out, separators=(",", ":"), default=_exact)
+        json.dump(state, out, separators=(",", ":"))
         if durable:
             out.flush()
             os.fsync(out.fileno())
@@ -243,288 +218,13 @@ def _replace(path: Path, state: dict[str, Any], *, durable: bool) -> None:
             os.close(directory)
 
 
-def _exact(value: object) -> str:
-    """A fraction in JSON: "numerator/denominator", read back exactly by `_number`."""
-    if isinstance(value, Fraction):
-        return f"{value.numerator}/{value.denominator}"
-    msg = f"cannot write {type(value).__name__} {value!r} to a worker metrics file"
-    raise TypeError(msg)
-
-
-def _number(value: object) -> Number:
-    """A value from a file, exact: an int, or a float or "n/d" string as a fraction."""
-    if isinstance(value, bool):
-        raise TypeError(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, (float, str)):
-        return Fraction(value)
-    msg = f"not a number: {value!r}"
-    raise TypeError(msg)
-
-
-def _resource_of(metrics_data: MetricsData) -> dict[str, Any]:
-    attributes: dict[str, Any] = {}
-    for resource_metrics in metrics_data.resource_metrics:
-        attributes.update(resource_metrics.resource.attributes)
-    return attributes
-
-
-def encode(metrics_data: MetricsData) -> tuple[list[dict[str, Any]], list[str]]:
-    """Metrics as JSON-ready dicts, one per metric with its points as lists; and the names
-    of those that cannot be summed (exponential histograms: this package makes none)."""
-    out, skipped = [], []
-    for resource_metrics in metrics_data.resource_metrics:
-        for scope_metrics in resource_metrics.scope_metrics:
-            scope = scope_metrics.scope
-            for metric in scope_metrics.metrics:
-                data = metric.data
-                entry: dict[str, Any] = {
-                    "scope": scope.name,
-                    "scope_version": scope.version or "",
-                    "name": metric.name,
-                    "description": metric.description or "",
-                    "unit": metric.unit or "",
-                }
-                if isinstance(data, Sum):
-                    entry["kind"] = "sum"
-                    entry["monotonic"] = data.is_monotonic
-                    entry["points"] = [_number_row(point) for point in data.data_points]
-                elif isinstance(data, Gauge):
-                    entry["kind"], entry["monotonic"] = "gauge", False
-                    entry["points"] = [_number_row(point) for point in data.data_points]
-                elif isinstance(data, HistogramData):
-                    entry["kind"], entry["monotonic"] = "histogram", True
-                    entry["points"] = [_histogram_row(point) for point in data.data_points]
-                else:
-                    skipped.append(metric.name)
-                    continue
-                out.append(entry)
-    return out, skipped
-
-
-def _number_row(point: NumberDataPoint) -> list[Any]:
-    return [dict(point.attributes or {}), point.start_time_unix_nano, point.time_unix_nano,
-            point.value]  # fmt: skip
-
-
-def _histogram_row(point: HistogramDataPoint) -> list[Any]:
-    return [dict(point.attributes or {}), point.start_time_unix_nano, point.time_unix_nano,
-            point.count, point.sum, list(point.explicit_bounds), list(point.bucket_counts),
-            point.min, point.max]  # fmt: skip
-
-
 @dataclass
-class Point:
-    """One series of one metric, summed over workers. `value` is a sum or gauge value; a
-    histogram has `count`, `value` (its sum), `bounds`, `buckets`, `low` and `high`."""
+class _Read:
+    """A file as last read: what identifies that version of it, and its contribution."""
 
-    attributes: dict[str, Any]
-    start: int
-    time: int
-    value: Number
-    count: int = 0
-    bounds: list[float] = field(default_factory=list)
-    buckets: list[int] = field(default_factory=list)
-    low: float | None = None
-    high: float | None = None
-
-
-def _point(kind: str, row: list[Any]) -> Point:
-    """A point read from a file row; ValueError or TypeError when the row is malformed."""
-    if kind == "histogram":
-        attributes, start, time, count, total, bounds, buckets, low, high = row
-        bounds = [b if isinstance(b, int) else float(b) for b in bounds]  # as the SDK had them
-        buckets = [int(b) for b in buckets]
-        if len(buckets) != len(bounds) + 1 or sum(buckets) != int(count):
-            msg = f"histogram buckets {buckets} do not fit bounds {bounds} and count {count}"
-            raise ValueError(msg)
-        return Point(dict(attributes), int(start), int(time), _number(total), int(count),
-                     bounds, buckets, _optional(low), _optional(high))  # fmt: skip
-    attributes, start, time, value = row
-    return Point(dict(attributes), int(start), int(time), _number(value))
-
-
-def _optional(value: object) -> float | None:
-    return None if value is None else float(_number(value))
-
-
-@dataclass
-class Merged:
-    """The sum of several workers' metrics, point by point, exactly."""
-
-    metrics: dict[MetricKey, dict[str, Point]] = field(default_factory=dict)
-    descriptions: dict[MetricKey, str] = field(default_factory=dict)
-    resources: list[dict[str, Any]] = field(default_factory=list)
-    running: int = 0  # worker files whose process is alive
-
-    def add(self, state: Mapping[str, Any], *, exited: bool = False) -> None:
-        """Add one worker's (or the retired) state; `exited` drops its up-down sums.
-
-        Raises:
-            ValueError, TypeError, KeyError: a malformed state; nothing of it is added.
-        """
-        parsed = []
-        for entry in state["metrics"]:
-            key: MetricKey = (
-                str(entry["scope"]), str(entry["scope_version"]), str(entry["name"]),
-                str(entry["kind"]), str(entry["unit"]), bool(entry["monotonic"]),
-            )  # fmt: skip
-            if key[3] not in ("sum", "gauge", "histogram"):
-                msg = f"unknown kind {key[3]!r}"
-                raise ValueError(msg)
-            if exited and key[3] == "sum" and not key[5]:
-                continue  # in-flight counts of a process that is gone mean nothing
-            points = [_point(key[3], row) for row in entry["points"]]
-            parsed.append((key, str(entry["description"]), points))
-        self.resources.append(dict(state.get("resource", {})))
-        for key, description, points in parsed:
-            self.descriptions[key] = description  # the last one added: the newest file
-            merged = self.metrics.setdefault(key, {})
-            for point in points:
-                label = json.dumps(point.attributes, sort_keys=True)
-                seen = merged.get(label)
-                if seen is None:
-                    merged[label] = point
-                else:
-                    _combine(key[3], seen, point)
-
-    def state(self, folded: list[str]) -> dict[str, Any]:
-        """The merged state in the worker file format, as `retired.json` holds it, with the
-        names of the worker files it holds."""
-        metrics = [
-            {"scope": k[0], "scope_version": k[1], "name": k[2], "kind": k[3], "unit": k[4],
-             "monotonic": k[5], "description": self.descriptions.get(k, ""),
-             "points": [_row(k[3], p) for p in points.values()]}
-            for k, points in self.metrics.items()
-        ]  # fmt: skip
-        return {
-            "format": FORMAT,
-            "resource": self.common_resource(),
-            "metrics": metrics,
-            "folded": folded,
-        }
-
-    def common_resource(self) -> dict[str, Any]:
-        """The resource attributes every worker shares (never a worker's instance id)."""
-        if not self.resources:
-            return {}
-        first, *others = self.resources
-        return {
-            name: value
-            for name, value in first.items()
-            if name != _INSTANCE_ID and all(other.get(name) == value for other in others)
-        }
-
-    def metrics_data(self) -> MetricsData:
-        """The merged metrics as the SDK's data classes, one scope per instrumentation."""
-        scopes: dict[tuple[str, str], list[Metric]] = {}
-        for key, points in self.metrics.items():
-            scope_name, scope_version, name, kind, unit, monotonic = key
-            data: Sum | Gauge | HistogramData
-            if kind == "histogram":
-                data = HistogramData(
-                    data_points=[_histogram_point(p) for p in points.values()],
-                    aggregation_temporality=AggregationTemporality.CUMULATIVE,
-                )
-            elif kind == "gauge":
-                data = Gauge(data_points=[_number_point(p) for p in points.values()])
-            else:
-                data = Sum(
-                    data_points=[_number_point(p) for p in points.values()],
-                    aggregation_temporality=AggregationTemporality.CUMULATIVE,
-                    is_monotonic=monotonic,
-                )
-            description = self.descriptions.get(key, "")
-            metric = Metric(name=name, description=description, unit=unit, data=data)
-            scopes.setdefault((scope_name, scope_version), []).append(metric)
-        scope_metrics = [
-            ScopeMetrics(
-                scope=InstrumentationScope(name, version or None), metrics=metrics, schema_url=""
-            )
-            for (name, version), metrics in scopes.items()
-        ]
-        resource = ResourceMetrics(
-            resource=Resource(self.common_resource()), scope_metrics=scope_metrics, schema_url=""
-        )
-        return MetricsData(resource_metrics=[resource])
-
-
-def _combine(kind: str, seen: Point, point: Point) -> None:
-    if kind == "gauge":  # the value of the worker that exported last
-        if point.time > seen.time:
-            seen.start, seen.time, seen.value = point.start, point.time, point.value
-        return
-    seen.start = min(seen.start, point.start)
-    seen.time = max(seen.time, point.time)
-    seen.value += point.value
-    if kind != "histogram":
-        return
-    if seen.bounds != point.bounds:  # other bounds: add on the bounds both have
-        shared = sorted(set(seen.bounds) & set(point.bounds))
-        seen.buckets = _rebucket(seen.bounds, seen.buckets, shared)
-        point = Point(
-            **{**point.__dict__, "buckets": _rebucket(point.bounds, point.buckets, shared)}
-        )
-        seen.bounds = shared
-    seen.count += point.count
-    seen.buckets = [a + b for a, b in zip(seen.buckets, point.buckets, strict=True)]
-    seen.low = _either(min, seen.low, point.low)
-    seen.high = _either(max, seen.high, point.high)
-
-
-def _rebucket(bounds: list[float], buckets: list[int], shared: list[float]) -> list[int]:
-    """Bucket counts on `shared` (a subset of `bounds`): cumulative counts at a shared
-    bound are exact, so each new bucket is a difference of two of them."""
-    cumulative, running = {}, 0
-    for bound, count in zip(bounds, buckets, strict=False):
-        running += count
-        cumulative[bound] = running
-    out, below = [], 0
-    for bound in shared:
-        out.append(cumulative[bound] - below)
-        below = cumulative[bound]
-    out.append(sum(buckets) - below)
-    return out
-
-
-def _row(kind: str, point: Point) -> list[Any]:
-    if kind == "histogram":
-        return [point.attributes, point.start, point.time, point.count, point.value,
-                point.bounds, point.buckets, point.low, point.high]  # fmt: skip
-    return [point.attributes, point.start, point.time, point.value]
-
-
-def _either(
-    pick: Callable[[float, float], float], a: float | None, b: float | None
-) -> float | None:
-    if a is None or b is None:
-        return a if b is None else b
-    return pick(a, b)
-
-
-def _served(value: Number) -> int | float:
-    """Rounded once, at the end: exact sums that only grow never round to a smaller float."""
-    return value if isinstance(value, int) else float(value)
-
-
-def _number_point(point: Point) -> NumberDataPoint:
-    return NumberDataPoint(
-        attributes=point.attributes,
-        start_time_unix_nano=point.start,
-        time_unix_nano=point.time,
-        value=_served(point.value),
-    )
-
-
-def _histogram_point(point: Point) -> HistogramDataPoint:
-    return HistogramDataPoint(
-        attributes=point.attributes, start_time_unix_nano=point.start,
-        time_unix_nano=point.time, count=point.count, sum=_served(point.value),
-        bucket_counts=point.buckets, explicit_bounds=point.bounds,
-        min=point.low if point.low is not None else float("inf"),
-        max=point.high if point.high is not None else float("-inf"),
-    )  # fmt: skip
+    version: tuple[int, int, int]  # inode, size, modification time
+    part: Contribution
+    folded: list[str]
 
 
 class WorkerDirectory:
@@ -541,75 +241,100 @@ class WorkerDirectory:
     def __init__(self, directory: str | os.PathLike[str], source: str = "the directory") -> None:
         self.path = check_directory(directory, source)
         self._warn = WarnOnce(limit=100)
+        self._read: dict[str, _Read] = {}  # by file name: unchanged files are not parsed again
+        self._stale: set[str] = set()  # files served as last read: they could not be read
 
     def merged(self) -> Merged:
-        """Every worker's latest export plus what exited workers left, summed.
+        """Every worker's latest export plus what exited workers left, summed. A file that
+        cannot be read counts as it was last read, so no total drops because of it.
 
         Raises:
             OSError: the directory or its lock cannot be opened.
+            LookupError: `retired.json` has never been readable: serving without it would
+                show every total dropping.
         """
         self.path.mkdir(parents=True, exist_ok=True)  # if emptied while this serves
         with self._locked(), contextlib.ExitStack() as held:
             merged = Merged()
-            retired_path = self.path / RETIRED
-            retired = self._read(retired_path)
-            folded = set(retired.get("folded", [])) if retired is not None else set()
-            if retired is not None and not self._add(merged, retired, retired_path):
-                retired = None
-            can_fold = retired is not None or not retired_path.exists()
-            exited: list[tuple[Path, dict[str, Any]]] = []
+            retired = self._load(self.path / RETIRED)
+            if retired is None and (self.path / RETIRED).exists():
+                msg = f"{self.path / RETIRED} cannot be read; nothing is served until it can"
+                raise LookupError(msg)
+            if retired is not None:
+                merged.add(retired.part)
+            folded = set(retired.folded) if retired is not None else set()
+            exited: list[tuple[Path, Contribution]] = []
             for data_file in sorted(self.path.glob(f"{PREFIX}*.json")):
-                if data_file.stem in folded:  # a fold that stopped before deleting it
-                    if can_fold:
-                        self._remove(data_file)
-                    continue
                 lock = _try_lock(data_file.with_suffix(".lock"))
                 if lock is not None:
                     held.callback(_unlock_and_close, lock)
-                state = self._read(data_file)
-                if state is None:
+                if data_file.stem in folded:  # a fold that stopped before deleting it
+                    if lock is not None:
+                        self._remove(data_file)
                     continue
+                read = self._load(data_file, exited=lock is not None)
+                if read is None:
+                    continue
+                merged.add(read.part)
                 if lock is None:
-                    if self._add(merged, state, data_file):
-                        merged.running += 1
-                elif self._add(merged, state, data_file, exited=True):
-                    exited.append((data_file, state))
-            if exited and can_fold:
+                    merged.running += 1
+                elif data_file.exists():  # (it is not there when only its last read is)
+                    exited.append((data_file, read.part))
+            if exited and RETIRED not in self._stale:  # never over a retired.json unread
                 self._fold(retired, exited)
-            if can_fold:
-                self._sweep()
+            self._sweep()
         return merged
 
-    def _add(
-        self, merged: Merged, state: dict[str, Any], path: Path, *, exited: bool = False
-    ) -> bool:
+    def _load(self, path: Path, *, exited: bool = False) -> _Read | None:
+        """The file's contribution: parsed anew when it changed, else as last read."""
+        known = self._read.get(path.name)
         try:
-            merged.add(state, exited=exited)
-        except (KeyError, TypeError, ValueError) as exc:
+            status = path.stat()
+            version = (status.st_ino, status.st_size, status.st_mtime_ns)
+            if known is not None and known.version == version and not exited:
+                return known
+            state = json.loads(path.read_text())
+            if not isinstance(state, dict) or state.get("format") != FORMAT:
+                found = state.get("format") if isinstance(state, dict) else type(state).__name__
+                msg = f"it is not a worker metrics file of this version ({found!r})"
+                raise ValueError(msg)
+            folded = state.get("folded", [])
+            if not isinstance(folded, list) or not all(isinstance(f, str) for f in folded):
+                msg = f"its folded list {folded!r} is not a list of file names"
+                raise ValueError(msg)
+            read = _Read(version, parse(state, exited=exited), folded)
+        except FileNotFoundError:
+            self._read.pop(path.name, None)
+            return None
+        except (OSError, *_MALFORMED) as exc:
+            self._stale.add(path.name)
             self._warn(
-                ("malformed", path.name),
-                "otel_tokens: worker metrics file %s is malformed (%r); it is left out of the sum",
+                ("read", path.name),
+                "otel_tokens: cannot read worker metrics %s (%s); %s",
                 path,
                 exc,
+                "it counts as it was last read" if known else "it is left out of the sum",
             )
-            return False
-        return True
+            return known
+        self._read[path.name] = read
+        self._stale.discard(path.name)
+        return read
 
-    def _fold(
-        self, retired: dict[str, Any] | None, exited: list[tuple[Path, dict[str, Any]]]
-    ) -> None:
+    def _fold(self, retired: _Read | None, exited: list[tuple[Path, Contribution]]) -> None:
         """Fold exited workers' final files into `retired.json`, then delete them. The new
         `retired.json` names them first, so a fold cut short is never counted twice."""
         total = Merged()
         if retired is not None:
-            total.add(retired)
-        for _, state in exited:
-            total.add(state, exited=True)
-        present = {p.stem for p in self.path.glob(f"{PREFIX}*.json")}
-        still = [stem for stem in (retired or {}).get("folded", []) if stem in present]
+            total.add(retired.part)
+        for _, part in exited:
+            total.add(part)
+        stems = {p.stem for p in self.path.glob(f"{PREFIX}*.json")}
+        stems |= {p.stem for p in self.path.glob(f"{PREFIX}*.lock")}
+        folded = [stem for stem in (retired.folded if retired else []) if stem in stems]
+        folded += [path.stem for path, _ in exited]
         try:
-            _replace(self.path / RETIRED, total.state(still + [p.stem for p, _ in exited]),
-                     durable=True)  # fmt: skip
+            _replace(self.path / RETIRED, total.state(folded), durable=True)
+            status = (self.path / RETIRED).stat()
         except OSError as exc:
             self._warn(
                 "fold",
@@ -619,14 +344,22 @@ class WorkerDirectory:
                 exc,
             )
             return
+        part = Contribution(total.metrics, total.descriptions, total.common_resource())
+        version = (status.st_ino, status.st_size, status.st_mtime_ns)
+        self._read[RETIRED] = _Read(version, part, folded)  # as if read: it is what was written
         for data_file, _ in exited:
             self._remove(data_file)
 
     def _remove(self, data_file: Path) -> None:
-        with contextlib.suppress(OSError):
-            data_file.unlink()
-        with contextlib.suppress(OSError):
-            data_file.with_suffix(".lock").unlink()
+        """Delete a folded worker's files (its lock is held by this process)."""
+        self._read.pop(data_file.name, None)
+        for path in (
+            data_file,
+            self.path / f".{data_file.name}.tmp",
+            data_file.with_suffix(".lock"),
+        ):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def _sweep(self) -> None:
         """Delete what exited writers left beside their data: locks without a data file,
@@ -637,8 +370,8 @@ class WorkerDirectory:
             lock = _try_lock(lock_file)
             if lock is not None:
                 with contextlib.suppress(OSError):
-                    lock_file.unlink()
                     (self.path / f".{lock_file.stem}.json.tmp").unlink(missing_ok=True)
+                    lock_file.unlink()
                 _unlock_and_close(lock)
 
     @contextlib.contextmanager
@@ -650,33 +383,6 @@ class WorkerDirectory:
             yield
         finally:
             _unlock_and_close(descriptor)  # unlocked first: a forked child may share it
-
-    def _read(self, path: Path) -> dict[str, Any] | None:
-        try:
-            state = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            self._warn(
-                ("read", path.name),
-                "otel_tokens: cannot read worker metrics %s (%s); it is left out of the sum%s",
-                path,
-                exc,
-                ", and nothing is folded until it is fixed or moved away"
-                if path.name == RETIRED
-                else "",
-            )
-            return None
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            self._warn(
-                ("format", path.name),
-                "otel_tokens: %s is not a worker metrics file of this version (%r); it is "
-                "left out of the sum",
-                path,
-                state.get("format") if isinstance(state, dict) else type(state).__name__,
-            )
-            return None
-        return state
 
 
 def _try_lock(lock_file: Path) -> int | None:

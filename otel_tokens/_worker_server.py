@@ -13,6 +13,7 @@ from otel_tokens._configure import (
     _PrometheusServer,
 )
 from otel_tokens._version import __version__
+from otel_tokens._warn import WarnOnce
 
 
 class WorkerMetricsServer:
@@ -60,16 +61,30 @@ class WorkerMetricsServer:
             from opentelemetry.sdk.metrics.export import MetricsData
             from opentelemetry.sdk.resources import Resource
 
-            from otel_tokens._worker_metrics import Merged, WorkerDirectory
+            from otel_tokens._worker_format import Merged
+            from otel_tokens._worker_metrics import WorkerDirectory
         except ImportError as exc:
             raise _import_error("prometheus", "WorkerMetricsServer", exc) from None
         self.directory = WorkerDirectory(directory, source)
         workers = self.directory
         scrape = threading.local()  # a scrape runs the callback, then _receive_metrics
 
+        warn = WarnOnce(limit=100)
+
         def count_running(options: CallbackOptions) -> Iterable[Observation]:
-            scrape.merged = workers.merged()  # read here, once per scrape, and served below
-            yield Observation(scrape.merged.running)
+            try:
+                scrape.merged = workers.merged()  # read once per scrape, and served below
+            except Exception as exc:  # a scrape with a gap, never one that drops to zero
+                scrape.merged = None
+                warn(
+                    ("scrape", type(exc).__name__, str(exc)),
+                    "otel_tokens: cannot sum the worker metrics in %s: %s; scrapes serve none "
+                    "of them meanwhile (a gap in the series, not a drop to zero)",
+                    workers.path,
+                    exc,
+                )
+                return []
+            return [Observation(scrape.merged.running)]
 
         class SumOfWorkers(PrometheusMetricReader):
             """Serves, at each scrape, the workers' sum next to this process's own gauge."""

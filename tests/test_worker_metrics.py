@@ -24,13 +24,8 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_tokens import Telemetry, Usage, WorkerMetricsServer, configure
-from otel_tokens._worker_metrics import (
-    RETIRED,
-    Merged,
-    Point,
-    WorkerDirectory,
-    WorkerFileExporter,
-)
+from otel_tokens._worker_format import BOUNDS, BUCKETS, COUNT, FLOATY, VALUE, Merged, _served
+from otel_tokens._worker_metrics import RETIRED, WorkerDirectory, WorkerFileExporter
 
 ROOT = Path(__file__).resolve().parent.parent
 OWN = {"otel_tokens_worker_processes"}  # the summed endpoint's own gauge
@@ -107,20 +102,34 @@ def test_workers_add_up_and_exited_ones_are_folded_into_one_file(tmp_path: Path)
         alive.shutdown()
     requests = sum(v for (name, _), v in first.items() if name == "llm_requests_total")
     assert requests == 5 * len(_usages())
-    assert again == pytest.approx(first)  # folding changed nothing served (but float order)
+    assert again == first  # folding changed nothing that is served
     assert "otel_tokens_worker_processes" in text and "} 1.0" in text.split("worker_processes")[-1]
     assert len(files) == 2 and RETIRED in files  # the living worker's file and the fold
 
 
 def _state(
     kind: str,
-    points: list[list[object]],
+    points: list[list[Any]],
     monotonic: bool = True,
     description: str = "",
 ) -> dict[str, object]:
+    """A worker file's content, from rows that hold their attributes (and a histogram's
+    bounds) in place: `[attributes, start, time, value]`, or for a histogram
+    `[attributes, start, time, count, sum, bounds, buckets, min, max]`."""
+    attributes, bounds, rows = [], [], []
+    for attrs, start, time, *rest in points:
+        attributes.append(attrs)
+        if kind == "histogram":
+            count, total, edges, buckets, low, high = rest
+            bounds.append(edges)
+            rows.append([len(attributes) - 1, start, time, total, count, len(bounds) - 1,
+                         buckets, low, high])  # fmt: skip
+        else:
+            rows.append([len(attributes) - 1, start, time, *rest])
     metric = {"scope": "s", "scope_version": "1", "name": "m", "description": description,
-              "unit": "", "kind": kind, "monotonic": monotonic, "points": points}  # fmt: skip
-    return {"format": "otel_tokens.worker-metrics/1", "resource": {}, "metrics": [metric]}
+              "unit": "", "kind": kind, "monotonic": monotonic, "points": rows}  # fmt: skip
+    return {"format": "otel_tokens.worker-metrics/2", "resource": {}, "attributes": attributes,
+            "bounds": bounds, "metrics": [metric]}  # fmt: skip
 
 
 @pytest.fixture
@@ -143,10 +152,14 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., None]]:
         os.close(descriptor)
 
 
-def _only(merged: Merged) -> Point:
+def _only(merged: Merged) -> list[Any]:
     (points,) = merged.metrics.values()
     (point,) = points.values()
     return point
+
+
+def _value(point: list[Any]) -> int | float:
+    return _served(point[VALUE], point[FLOATY])
 
 
 def _data_files(directory: Path) -> list[str]:
@@ -159,13 +172,13 @@ def test_gauges_keep_the_value_written_last_and_exited_up_down_sums_are_dropped(
     workers("1-a", _state("gauge", [[{"k": "x"}, 0, 200, 5.0]], monotonic=False), alive=True)
     workers("2-b", _state("gauge", [[{"k": "x"}, 0, 100, 9.0]], monotonic=False), alive=True)
     merged = WorkerDirectory(tmp_path).merged()
-    assert _only(merged).value == 5  # exported at 200, after the 9.0 at 100
+    assert _value(_only(merged)) == 5  # exported at 200, after the 9.0 at 100
     assert merged.running == 2
     workers("3-c", _state("sum", [[{}, 0, 1, 4]], monotonic=False))  # exited
     workers("4-d", _state("sum", [[{}, 0, 1, 6]], monotonic=False), alive=True)
     merged = WorkerDirectory(tmp_path).merged()
     up_down = merged.metrics[("s", "1", "m", "sum", "", False)]
-    assert [p.value for p in up_down.values()] == [6]  # the living worker's only
+    assert [_value(p) for p in up_down.values()] == [6]  # the living worker's only
 
 
 def test_histograms_with_other_buckets_add_up_on_the_bounds_both_have(
@@ -178,7 +191,7 @@ def test_histograms_with_other_buckets_add_up_on_the_bounds_both_have(
     workers("2-b", histogram([1, 4], [4, 0, 1]), alive=True)
     workers("3-c", histogram([1, 2, 8], [1, 1, 1, 1]), alive=True)
     point = _only(WorkerDirectory(tmp_path).merged())
-    assert (point.count, point.value, point.bounds, point.buckets) == (12, 9, [1], [6, 6])
+    assert (point[COUNT], _value(point), point[BOUNDS], point[BUCKETS]) == (12, 9.0, (1,), [6, 6])
 
 
 def test_damaged_and_malformed_files_are_left_out_with_a_warning_and_the_rest_is_served(
@@ -190,10 +203,12 @@ def test_damaged_and_malformed_files_are_left_out_with_a_warning_and_the_rest_is
     workers("3-c", {"format": "something else"}, alive=True)
     workers("4-d", _state("sum", [[{}, 0, 1]]), alive=True)  # a value short
     workers("5-e", _state("histogram", [[{}, 0, 1, 9, 1.0, [1], [1, 1], 0, 1]]))  # 2 != 9
+    workers("6-f", _state("sum", [[{}, 0, 1, float("inf")]]), alive=True)  # an overflow
+    workers("7-g", _state("sum", [[{}, 0, 1, "q1/0"]]), alive=True)
     with caplog.at_level(logging.WARNING, logger="otel_tokens"):
         merged = WorkerDirectory(tmp_path).merged()
-    assert _only(merged).value == 4
-    for name in ("2-b", "3-c", "4-d", "5-e"):
+    assert _value(_only(merged)) == 4
+    for name in ("2-b", "3-c", "4-d", "5-e", "6-f", "7-g"):
         assert f"otel_tokens-{name}.json" in caplog.text
 
 
@@ -206,8 +221,8 @@ def test_sums_are_exact_so_folding_never_makes_a_float_total_go_back(
     served = []
     for number, cost in enumerate(costs, start=1):
         workers(f"{number}-x", _state("sum", [[{}, 0, 1, cost]]))  # exited: folded next
-        served.append(float(_only(directory.merged()).value))
-        served.append(float(_only(directory.merged()).value))  # after the fold
+        served.append(float(_value(_only(directory.merged()))))
+        served.append(float(_value(_only(directory.merged()))))  # after the fold
     assert served == sorted(served)
     assert served[-1] == float(sum((Fraction(c) for c in [0.1, *costs]), Fraction(0)))
     assert _data_files(tmp_path) == ["otel_tokens-0-live.json"]
@@ -218,9 +233,9 @@ def test_a_fold_cut_short_counts_each_worker_once(
 ) -> None:
     workers("1-a", _state("sum", [[{}, 0, 1, 4]]))
     directory = WorkerDirectory(tmp_path)
-    assert _only(directory.merged()).value == 4  # folded into retired.json, file deleted
+    assert _value(_only(directory.merged())) == 4  # folded into retired.json, file deleted
     workers("1-a", _state("sum", [[{}, 0, 1, 4]]))  # as if the deletion never happened
-    assert _only(directory.merged()).value == 4
+    assert _value(_only(directory.merged())) == 4
     assert _data_files(tmp_path) == []
 
 
@@ -230,20 +245,26 @@ def test_a_worker_whose_lock_file_vanished_is_counted_once_and_never_folded(
     workers("1-a", _state("sum", [[{}, 0, 1, 4]]), alive=True)
     (tmp_path / "otel_tokens-1-a.lock").unlink()  # a tmp cleaner, say
     directory = WorkerDirectory(tmp_path)
-    assert [_only(directory.merged()).value for _ in range(3)] == [4, 4, 4]
+    assert [_value(_only(directory.merged())) for _ in range(3)] == [4, 4, 4]
     assert _data_files(tmp_path) == ["otel_tokens-1-a.json"]
 
 
-def test_an_unreadable_retired_file_is_never_overwritten(
+def test_an_unreadable_retired_file_is_never_overwritten_and_never_served_as_a_drop(
     tmp_path: Path, workers: Callable[..., None], caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / RETIRED).write_text('{"format": "otel_tokens.worker-metrics/1", "metr')
     workers("1-a", _state("sum", [[{}, 0, 1, 4]]))
+    directory = WorkerDirectory(tmp_path)
+    assert _value(_only(directory.merged())) == 4  # folded into retired.json
+    workers("2-b", _state("sum", [[{}, 0, 1, 3]]), alive=True)
+    (tmp_path / RETIRED).write_text('{"format": "otel_tokens.worker-metrics/2", "metr')
+    workers("3-c", _state("sum", [[{}, 0, 1, 2]]))  # exited: not folded while retired is bad
     with caplog.at_level(logging.WARNING, logger="otel_tokens"):
-        assert _only(WorkerDirectory(tmp_path).merged()).value == 4
-    assert "nothing is folded until it is fixed or moved away" in caplog.text
+        assert _value(_only(directory.merged())) == 9  # retired.json as last read, 4
+    assert "it counts as it was last read" in caplog.text
     assert (tmp_path / RETIRED).read_text().endswith('"metr')
-    assert _data_files(tmp_path) == ["otel_tokens-1-a.json"]
+    assert "otel_tokens-3-c.json" in _data_files(tmp_path)
+    with pytest.raises(LookupError, match=r"retired\.json cannot be read"):
+        WorkerDirectory(tmp_path).merged()  # a new reader never saw it: serves nothing
 
 
 def test_a_changed_description_keeps_one_family(
@@ -252,8 +273,8 @@ def test_a_changed_description_keeps_one_family(
     workers("1-a", _state("sum", [[{}, 0, 1, 4]], description="old words"))
     workers("2-b", _state("sum", [[{}, 0, 1, 3]], description="new words"), alive=True)
     merged = WorkerDirectory(tmp_path).merged()
-    assert _only(merged).value == 7
-    assert list(merged.descriptions.values()) == ["new words"]
+    assert _value(_only(merged)) == 7
+    assert [words for _, words in merged.descriptions.values()] == ["new words"]
 
 
 def test_an_exporter_writes_nothing_after_shutdown(tmp_path: Path) -> None:
@@ -292,7 +313,7 @@ if pid:
     assert len(list(tmp_path.glob("otel_tokens-*.json"))) == 2
     merged = WorkerDirectory(tmp_path).merged()
     inputs = [
-        point.value
+        _value(point)
         for key, points in merged.metrics.items()
         if key[2] == "llm.usage.input_tokens"
         for point in points.values()
@@ -327,3 +348,38 @@ def test_serve_metrics_without_a_directory_says_what_to_give(
 def test_a_directory_with_a_port_to_serve_on_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="prometheus_host and prometheus_port do not apply"):
         configure(exporters="prometheus", prometheus_multiproc_dir=tmp_path, prometheus_port=0)
+
+
+def test_a_histogram_without_min_and_max_is_summed(tmp_path: Path) -> None:
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+    exporter = WorkerFileExporter(tmp_path)
+    provider = MeterProvider(
+        metric_readers=[PeriodicExportingMetricReader(exporter, export_interval_millis=60_000)],
+        views=[View(instrument_name="h", aggregation=ExplicitBucketHistogramAggregation(
+            boundaries=[1.0, 10.0], record_min_max=False))],
+    )  # fmt: skip
+    provider.get_meter("t").create_histogram("h").record(5.0)
+    provider.shutdown()  # written with min and max as infinities: the SDK kept none
+    point = _only(WorkerDirectory(tmp_path).merged())
+    assert (point[COUNT], _value(point), point[BUCKETS]) == (1, 5.0, [0, 1, 0])
+
+
+def test_the_lock_of_a_living_worker_is_never_found_unlocked(tmp_path: Path) -> None:
+    exporter = WorkerFileExporter(tmp_path)
+    provider = MeterProvider(
+        metric_readers=[PeriodicExportingMetricReader(exporter, export_interval_millis=60_000)]
+    )
+    provider.get_meter("t").create_counter("c").add(3)
+    provider.force_flush()
+    (lock_file,) = tmp_path.glob("otel_tokens-*.lock")
+    lock_file.unlink()  # a tmp cleaner, say
+    provider.force_flush()  # the next write locks a new lock file, then puts it in place
+    (lock_file,) = tmp_path.glob("otel_tokens-*.lock")
+    descriptor = os.open(lock_file, os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(descriptor)
+    provider.shutdown()
