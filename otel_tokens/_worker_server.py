@@ -31,7 +31,6 @@ class WorkerMetricsServer:
         host: the address to serve on; default `OTEL_EXPORTER_PROMETHEUS_HOST`, else
             127.0.0.1.
         port: default `OTEL_EXPORTER_PROMETHEUS_PORT`, else 9464; 0 picks a free port.
-        source: what to call the directory in errors (the option it came from).
 
     Raises:
         ValueError: a directory that cannot be made or written, or a bad port.
@@ -52,7 +51,6 @@ class WorkerMetricsServer:
         *,
         host: str | None = None,
         port: int | None = None,
-        source: str = "the worker metrics directory",
     ) -> None:
         try:
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -65,7 +63,7 @@ class WorkerMetricsServer:
             from otel_tokens._worker_metrics import WorkerDirectory
         except ImportError as exc:
             raise _import_error("prometheus", "WorkerMetricsServer", exc) from None
-        self.directory = WorkerDirectory(directory, source)
+        self.directory = WorkerDirectory(directory, "the worker metrics directory")
         workers = self.directory
         scrape = threading.local()  # a scrape runs the callback, then _receive_metrics
 

@@ -82,8 +82,11 @@ def _serve_metrics(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        from otel_tokens._worker_metrics import check_directory
+
         source = "--dir" if args.dir != os.environ.get(MULTIPROC_ENV) else MULTIPROC_ENV
-        server = WorkerMetricsServer(args.dir, host=args.host, port=args.port, source=source)
+        check_directory(args.dir, source)  # first, so that its error names the option
+        server = WorkerMetricsServer(args.dir, host=args.host, port=args.port)
     except (OSError, ImportError, ValueError) as exc:
         print(f"otel-tokens serve-metrics: error: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.bench_ledger import postgres_problem
 from tests.conftest import POSTGRES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,22 +40,10 @@ def _number(text: str) -> float:
     return float(text.replace(",", ""))
 
 
-def _postgres_problem() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed"
-    try:
-        psycopg.connect(POSTGRES, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        return f"no PostgreSQL server answers at {POSTGRES}: {exc}"
-    return None
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_the_benchmark_prints_every_number(backend: str) -> None:
     if backend == "postgres":
-        problem = _postgres_problem()
+        problem = postgres_problem(POSTGRES)
         if problem:
             pytest.skip(problem)
     done = subprocess.run(

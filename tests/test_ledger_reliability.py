@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from otel_tokens import Usage, UsageLedger
-from tests.conftest import POSTGRES, SECRET, postgres_schema
+from tests.conftest import POSTGRES, SECRET
 
 #: How long a test waits for a child's next line, or a forked child, before calling it hung.
 HANG_S = 60.0
@@ -200,15 +200,6 @@ def _wait_sessions_gone(application_name: str) -> None:
             return
         time.sleep(0.01)
     pytest.fail(f"the sessions of {application_name} never ended")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Where a ledger lives: a SQLite file, or a PostgreSQL schema of its own."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "usage.db")
-    else:
-        yield from postgres_schema()
 
 
 def test_sigkill_mid_stream_loses_only_rows_not_yet_committed(target: str, tmp_path: Path) -> None:
