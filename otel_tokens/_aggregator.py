@@ -8,6 +8,7 @@ exemplars still point at the right trace.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from otel_tokens import _instruments as spec
 from otel_tokens import _names as n
 from otel_tokens._pricing import PICO_PER_USD, PriceTable
 from otel_tokens._series import Series, SeriesTable
+from otel_tokens._text import shown
 from otel_tokens._usage import Usage, find_fault
 from otel_tokens._warn import WarnOnce
 
@@ -164,10 +166,7 @@ class Aggregator:
                     else:
                         self._drops.add(fault.kind, fault.message)
                 except Exception:
-                    self._drops.add(
-                        "internal_error", f"recording {usage!r} failed (a bug: please report it)",
-                        exc_info=True,
-                    )  # fmt: skip
+                    self._drop_failed(usage)
                 done += 1
         finally:
             if done < len(batch):  # KeyboardInterrupt and the like: never lose records silently
@@ -175,6 +174,18 @@ class Aggregator:
                     "interrupted", "folding was interrupted (KeyboardInterrupt or the like)",
                     count=len(batch) - done,
                 )  # fmt: skip
+
+    def _drop_failed(self, usage: object) -> None:
+        """Count a record whose folding raised. Nothing here may raise in turn: the record
+        is the caller's, so its repr may raise too, and the rest of the batch must go on."""
+        try:
+            self._drops.add(
+                "internal_error", f"recording {shown(usage)} failed (a bug: please report it)",
+                exc_info=True,
+            )  # fmt: skip
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._drops.add("internal_error", "recording a usage failed (a bug)")
 
     def _fold(self, usage: Usage, context: Context) -> None:
         # Everything that can fail comes before the totals change, so a record that fails is

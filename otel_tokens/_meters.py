@@ -7,13 +7,14 @@ Values are kept as integer millionths, so sums are exact whatever the unit.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
+
+from otel_tokens._text import safe_label, shown
 
 AGGREGATIONS = ("sum", "count", "last")
 #: The most dimensions a meter may have (each is a column of the ledger's event tables).
@@ -107,29 +108,39 @@ class MeterSpec:
     def event_fault(self, value: object, dimensions: Mapping[str, object] | None) -> str | None:
         """Why an event with `value` and `dimensions` cannot be recorded; None if it can."""
         if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-            return f"meter {self.name!r}: value must be a number, got {value!r}"
+            return f"meter {self.name!r}: value must be a number, got {shown(value)}"
         number: float | Decimal = value
         if self.aggregation == "count" and number != 1:
             return (
-                f"meter {self.name!r} counts events, so its value is 1, got {value!r}: "
+                f"meter {self.name!r} counts events, so its value is 1, got {shown(value)}: "
                 "use a sum meter to add quantities"
             )
-        if not math.isfinite(number) or abs(float(number)) > MAX_VALUE:
-            return f"meter {self.name!r}: value must be finite and at most {MAX_VALUE:.0e}, got {value!r}"  # noqa: E501
+        if not _within(number, MAX_VALUE):
+            return (
+                f"meter {self.name!r}: value must be finite and at most {MAX_VALUE:.0e}, "
+                f"got {shown(value)}"
+            )
         if self.aggregation != "last" and float(number) < 0:
-            return f"meter {self.name!r} adds up values, so they cannot be negative, got {value!r}"
+            return (
+                f"meter {self.name!r} adds up values, so they cannot be negative, "
+                f"got {shown(value)}"
+            )
         if dimensions:
             unknown = [d for d in dimensions if d not in self.dimensions]
             if unknown:
                 return (
-                    f"meter {self.name!r} has dimensions {list(self.dimensions)!r}, got {unknown!r}"
+                    f"meter {self.name!r} has dimensions {list(self.dimensions)!r}, "
+                    f"got {shown(unknown)}"
                 )
         return None
 
     def dimension_values(self, dimensions: Mapping[str, object] | None) -> tuple[str, ...]:
         """The event's value of each dimension, in order ("" where not given), cut to length."""
         found = dimensions or {}
-        return tuple(str(found.get(name, ""))[:MAX_DIMENSION_LENGTH] for name in self.dimensions)
+        return tuple(
+            safe_label(_as_text(found.get(name, "")), MAX_DIMENSION_LENGTH)
+            for name in self.dimensions
+        )
 
     def row(self) -> tuple[str, str, str, str, str | None, str]:
         """The definition as a row of `otel_tokens_meters`."""
@@ -142,6 +153,25 @@ class MeterSpec:
         name, unit, aggregation, dims, currency, description = row
         split = tuple(dims.split(",")) if dims else ()
         return cls(name, unit, aggregation, split, currency or None, description or "")
+
+
+def _within(number: float | Decimal, limit: int) -> bool:
+    """Whether `number` is finite and at most `limit` in magnitude. Compared as it is: a
+    huge int overflows a float, and a Decimal NaN cannot be compared."""
+    if isinstance(number, Decimal) and not number.is_finite():
+        return False
+    return -limit <= number <= limit
+
+
+def _as_text(value: object) -> str:
+    """A dimension value as text: a str as it is, anything else as str() makes it, or shown
+    when str() raises (an int of 5,000 digits does)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:
+        return shown(value, MAX_DIMENSION_LENGTH)
 
 
 def meter_spec(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from otel_tokens import _names as n
+from otel_tokens._text import safe_label, safe_text
 from otel_tokens._usage import Usage
 from otel_tokens._warn import WarnOnce
 
@@ -157,17 +158,29 @@ class SeriesTable:
         return any(isinstance(v, str) and len(v) > limit for v in raw)
 
     def _label(self, name: str, value: str) -> str:
-        if len(value) <= self._max_label_length:
-            return value
-        self._warn(
-            ("label_cut", name),
-            "otel_tokens: %s values longer than %d characters are cut to that length "
-            "(first one: %r...); raise max_label_length if that is wrong",
-            name,
-            self._max_label_length,
-            value[:40],
-        )
-        return value[: self._max_label_length]
+        """`value` as a label every exporter can take: an exact str, cut to length, with
+        lone surrogates and control characters replaced (warned once per attribute)."""
+        limit = self._max_label_length
+        safe = safe_label(value, limit)
+        if len(value) > limit:
+            self._warn(
+                ("label_cut", name),
+                "otel_tokens: %s values longer than %d characters are cut to that length "
+                "(first one: %r...); raise max_label_length if that is wrong",
+                name,
+                limit,
+                safe[:40],
+            )
+        if safe != value[:limit]:
+            self._warn(
+                ("label_unsafe", name),
+                "otel_tokens: a %s value held characters no exporter can take (lone "
+                "surrogates, NUL or other control characters); they are replaced by "
+                "U+FFFD (first one: %r)",
+                name,
+                value[:40],
+            )
+        return safe
 
     def _model(self, name: str, value: str) -> str:
         if self._models is not None and value not in self._models:
@@ -198,7 +211,7 @@ class SeriesTable:
             n.OPERATION: self._label(n.OPERATION, usage.operation),
             n.REQUEST_MODEL: self._model(n.REQUEST_MODEL, usage.request_model),
             n.RESPONSE_MODEL: self._model(n.RESPONSE_MODEL, usage.model),
-            n.STATUS: usage.status,
+            n.STATUS: safe_text(usage.status),  # one of STATUSES, maybe as a str subclass
             n.STREAMING: usage.streamed,
         }
         error_type = self._error_type(usage)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from otel_tokens._names import STATUSES, USAGE_PROBLEMS
+from otel_tokens._text import shown
 
 #: More tokens than this in one request is a bug upstream, not a request (contexts are ~1e7).
 MAX_TOKENS = 1_000_000_000
@@ -111,12 +112,10 @@ def _is_int(value: object) -> bool:
 
 
 def _is_seconds(value: object) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0 <= value <= MAX_SECONDS
-    )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    # Compared before math.isfinite, which raises on an int too large for a float.
+    return 0 <= value <= MAX_SECONDS and math.isfinite(value)
 
 
 def find_fault(usage: object) -> Fault | None:
@@ -126,11 +125,11 @@ def find_fault(usage: object) -> Fault | None:
     for name in _REQUIRED_LABELS:
         value = getattr(usage, name)
         if not (type(value) is str or isinstance(value, str)) or not value:
-            return Fault("bad_label", f"Usage.{name} must be a non-empty str, got {value!r}")
+            return Fault("bad_label", f"Usage.{name} must be a non-empty str, got {shown(value)}")
     for name in _OPTIONAL_LABELS:
         value = getattr(usage, name)
         if value is not None and type(value) is not str and not isinstance(value, str):
-            return Fault("bad_label", f"Usage.{name} must be a str or None, got {value!r}")
+            return Fault("bad_label", f"Usage.{name} must be a str or None, got {shown(value)}")
     if usage.api_key is not None and not isinstance(usage.api_key, str):
         # The value is a secret: name its type, never the value.
         return Fault(
@@ -141,12 +140,12 @@ def find_fault(usage: object) -> Fault | None:
         if type(value) is int and 0 <= value <= MAX_TOKENS:  # the common case, first
             continue
         if not _is_int(value):
-            return Fault("bad_type", f"Usage.{name} must be an int, got {value!r}")
+            return Fault("bad_type", f"Usage.{name} must be an int, got {shown(value)}")
         if value < 0:
-            return Fault("negative_tokens", f"Usage.{name} must be >= 0, got {value!r}")
+            return Fault("negative_tokens", f"Usage.{name} must be >= 0, got {shown(value)}")
         if value > MAX_TOKENS:
             return Fault(
-                "too_many_tokens", f"Usage.{name} must be <= {MAX_TOKENS:,}, got {value!r}"
+                "too_many_tokens", f"Usage.{name} must be <= {MAX_TOKENS:,}, got {shown(value)}"
             )
     cached = usage.cache_read_tokens + usage.cache_write_tokens
     if cached > usage.input_tokens:
@@ -169,22 +168,22 @@ def find_fault(usage: object) -> Fault | None:
         )
     if usage.status not in STATUSES:
         return Fault(
-            "unknown_status", f"Usage.status must be one of {STATUSES}, got {usage.status!r}"
+            "unknown_status", f"Usage.status must be one of {STATUSES}, got {shown(usage.status)}"
         )
     if usage.status == "success" and usage.error_type:
         return Fault(
             "error_type_on_success",
-            f"Usage.error_type is {usage.error_type!r} but status is 'success': "
+            f"Usage.error_type is {shown(usage.error_type)} but status is 'success': "
             "set status='error' or drop error_type",
         )
     if usage.usage_problem is not None and usage.usage_problem not in USAGE_PROBLEMS:
         return Fault(
             "bad_label",
             f"Usage.usage_problem must be None or one of {USAGE_PROBLEMS}, "
-            f"got {usage.usage_problem!r}",
+            f"got {shown(usage.usage_problem)}",
         )
     if not isinstance(usage.streamed, bool):
-        return Fault("bad_type", f"Usage.streamed must be a bool, got {usage.streamed!r}")
+        return Fault("bad_type", f"Usage.streamed must be a bool, got {shown(usage.streamed)}")
     return _find_time_fault(usage)
 
 
@@ -194,7 +193,7 @@ def _find_time_fault(usage: Usage) -> Fault | None:
         return Fault(
             "bad_latency",
             f"Usage.latency_s must be a finite number of seconds from 0 to {MAX_SECONDS:g}, "
-            f"got {latency!r}",
+            f"got {shown(latency)}",
         )
     if ttft is None:
         return None
@@ -202,17 +201,18 @@ def _find_time_fault(usage: Usage) -> Fault | None:
         return Fault(
             "bad_time_to_first_token",
             f"Usage.time_to_first_token_s must be a finite number of seconds from 0 to "
-            f"{MAX_SECONDS:g}, got {ttft!r}",
+            f"{MAX_SECONDS:g}, got {shown(ttft)}",
         )
     if not usage.streamed:
         return Fault(
             "bad_time_to_first_token",
-            f"Usage.time_to_first_token_s is {ttft!r} but streamed is False: "
+            f"Usage.time_to_first_token_s is {shown(ttft)} but streamed is False: "
             "set streamed=True or drop it",
         )
     if latency is not None and ttft > latency:
         return Fault(
             "bad_time_to_first_token",
-            f"Usage.time_to_first_token_s ({ttft!r}) must not exceed latency_s ({latency!r})",
+            f"Usage.time_to_first_token_s ({shown(ttft)}) must not exceed latency_s "
+            f"({shown(latency)})",
         )
     return None
