@@ -166,14 +166,16 @@ class _PrometheusServer:
     ) -> None:
         try:
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
-            from prometheus_client import CollectorRegistry, start_http_server
+            from prometheus_client import CollectorRegistry
         except ImportError as exc:
             raise _import_error("prometheus", "the Prometheus exporter", exc) from None
+        from otel_tokens._scrape_server import ScrapeServer
+
         registry = CollectorRegistry()  # its own, never prometheus_client's global one
         make = make_reader or (lambda registry: PrometheusMetricReader(registry=registry))
         self.reader = make(registry)
         try:
-            self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+            self._server = ScrapeServer(host, port, registry)
         except OSError as exc:
             self.reader.shutdown()
             msg = (
@@ -187,8 +189,7 @@ class _PrometheusServer:
         self.url = f"http://{shown}:{bound_port}/metrics"
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 def _otlp_reader(
