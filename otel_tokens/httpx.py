@@ -17,7 +17,10 @@ Neither httpx nor httpx2 is imported until a transport is built.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import sys
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -38,18 +41,65 @@ _LABELS = ("scenario", "user_tier", "provider_uuid", "rule_uuid", "provider")
 _PER_REQUEST = frozenset({*_LABELS, "api_key", "system_tokens", "request_id"})
 
 
-def _default_transport(asynchronous: bool) -> Any:
-    for name in ("httpx2", "httpx"):
-        try:
-            module = __import__(name)
-        except ImportError:
-            continue
-        return module.AsyncHTTPTransport() if asynchronous else module.HTTPTransport()
+#: The libraries whose transports can be wrapped, in the order a default is looked for.
+_LIBRARIES = ("httpx2", "httpx")
+
+
+def _library_of(obj: object) -> str | None:
+    """ "httpx" or "httpx2" when `obj` is one of theirs (a request, a transport), else None."""
+    name = type(obj).__module__.split(".", 1)[0]
+    return name if name in _LIBRARIES else None
+
+
+def _check_installed() -> None:
+    for name in _LIBRARIES:
+        if importlib.util.find_spec(name) is not None:
+            return
     msg = (
         "MeteredTransport needs httpx2 or httpx when no transport= is given: "
         "pip install 'otel_tokens[httpx2]' (or [httpx]), or pass transport="
     )
     raise ImportError(msg)
+
+
+class _Defaults:
+    """The transport to use when none was given: the default one of the library of each
+    request (an httpx client sends httpx requests, which only an httpx transport takes),
+    made on first use, one per library."""
+
+    def __init__(self, asynchronous: bool) -> None:
+        self._asynchronous = asynchronous
+        self._made: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def for_request(self, request: object) -> Any:
+        library = _library_of(request) or _LIBRARIES[0]
+        transport = self._made.get(library)
+        if transport is None:
+            with self._lock:
+                transport = self._made.get(library)
+                if transport is None:
+                    module = importlib.import_module(library)
+                    make = module.AsyncHTTPTransport if self._asynchronous else module.HTTPTransport
+                    transport = self._made[library] = make()
+        return transport
+
+    def made(self) -> list[Any]:
+        with self._lock:
+            return list(self._made.values())
+
+
+def _mismatch(transport: object, request: object) -> str | None:
+    """Why `transport` cannot take `request` (one library's transport, the other's request)."""
+    mine, theirs = _library_of(transport), _library_of(request)
+    if mine is None or theirs is None or mine == theirs:
+        return None
+    return (
+        f"MeteredTransport wraps a {mine} transport ({type(transport).__name__}) but the client "
+        f"sending through it is {theirs}'s, and {mine} transports cannot take {theirs} "
+        f"requests: pass transport={theirs}.{type(transport).__name__}() or leave transport= "
+        "unset to use the client's own library"
+    )
 
 
 def _check_labels(labels: Mapping[str, str | None]) -> dict[str, str]:
@@ -81,19 +131,41 @@ class _Base:
             msg = f"MeteredTransport needs a TokenTracker, got {type(tracker).__name__}"
             raise ValueError(msg)
         self._tracker = tracker
-        self._transport = _default_transport(asynchronous) if transport is None else transport
-        method = "handle_async_request" if asynchronous else "handle_request"
-        if not callable(getattr(self._transport, method, None)):
-            msg = (
-                f"transport= must have a {method}() method (an httpx or httpx2 "
-                f"{'Async' if asynchronous else ''}HTTPTransport), got "
-                f"{type(self._transport).__name__}"
-            )
-            raise ValueError(msg)
+        self._transport = transport
+        self._defaults: _Defaults | None = None
+        if transport is None:
+            _check_installed()
+            self._defaults = _Defaults(asynchronous)
+        else:
+            method = "handle_async_request" if asynchronous else "handle_request"
+            if not callable(getattr(transport, method, None)):
+                msg = (
+                    f"transport= must have a {method}() method (an httpx or httpx2 "
+                    f"{'Async' if asynchronous else ''}HTTPTransport), got "
+                    f"{type(transport).__name__}"
+                )
+                raise ValueError(msg)
+        self._checked: set[type] = set()  # request types known to suit the given transport
         self._labels = _check_labels(
             {"provider": provider, "scenario": scenario, "user_tier": user_tier,
              "provider_uuid": provider_uuid, "rule_uuid": rule_uuid}
         )  # fmt: skip
+
+    def _inner(self, request: Any) -> Any:
+        """The transport that sends `request`."""
+        if self._defaults is not None:
+            return self._defaults.for_request(request)
+        kind = type(request)
+        if kind not in self._checked:
+            problem = _mismatch(self._transport, request)
+            if problem is not None:
+                raise TypeError(problem)
+            self._checked.add(kind)
+        return self._transport
+
+    def _transports(self) -> list[Any]:
+        """Every transport this one sends through (to close them)."""
+        return self._defaults.made() if self._defaults is not None else [self._transport]
 
     def _route(self, request: Any) -> Route | None:
         try:
@@ -287,8 +359,9 @@ class MeteredTransport(_Base):
     Args:
         tracker: where each request's `Usage` goes.
         transport: the transport to wrap (`httpx2.HTTPTransport()`, `httpx.HTTPTransport()`,
-            ...); its library decides the response type. None: httpx2's default transport
-            when it is installed, else httpx's.
+            ...); its library decides the response type, so it must be the client's. None:
+            the default transport of the client's own library (httpx for an `httpx.Client`,
+            httpx2 for an `httpx2.Client`), made on the first request.
         provider: `gen_ai.provider.name` for every request, instead of the one recognised
             from the host (for a self-hosted vLLM, say).
         scenario: `llm.scenario` of every request.
@@ -300,6 +373,9 @@ class MeteredTransport(_Base):
         ValueError: a tracker that is not a TokenTracker, a transport without
             `handle_request()`, or an empty label.
         ImportError: no transport given and neither httpx2 nor httpx installed.
+
+    A transport of the other library than the client's (an httpx2 transport in an httpx
+    client) raises TypeError on the first request, naming the transport to pass instead.
 
     Example:
         >>> import httpx2
@@ -326,21 +402,27 @@ class MeteredTransport(_Base):
         )  # fmt: skip
 
     def handle_request(self, request: Any) -> Any:
-        """Send `request` through the wrapped transport, metering its response."""
+        """Send `request` through the wrapped transport, metering its response.
+
+        Raises:
+            TypeError: the wrapped transport is of the other library than the client's.
+        """
+        inner = self._inner(request)
         route = self._route(request)
         if route is None:
-            return self._transport.handle_request(request)
+            return inner.handle_request(request)
         started = time.perf_counter()
         try:
-            response = self._transport.handle_request(request)
+            response = inner.handle_request(request)
         except BaseException as exc:
             self._record_failure(route, request, started, exc)
             raise
         return self._metered(route, request, response, started, _SyncStream)
 
     def close(self) -> None:
-        """Close the wrapped transport."""
-        self._transport.close()
+        """Close the wrapped transport (or the default ones made)."""
+        for transport in self._transports():
+            transport.close()
 
     def __enter__(self) -> MeteredTransport:
         enter = getattr(self._transport, "__enter__", None)
@@ -349,6 +431,9 @@ class MeteredTransport(_Base):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._defaults is not None:
+            self.close()
+            return
         exit_ = getattr(self._transport, "__exit__", None)
         if exit_ is not None:
             exit_(*exc_info)
@@ -359,7 +444,8 @@ class AsyncMeteredTransport(_Base):
 
     Args:
         tracker: where each request's `Usage` goes.
-        transport: the async transport to wrap; None: httpx2's when installed, else httpx's.
+        transport: the async transport to wrap; None: the default async transport of the
+            client's own library, made on the first request.
         provider: `gen_ai.provider.name` for every request instead of the recognised one.
         scenario: `llm.scenario` of every request.
         user_tier: `llm.user.tier` of every request.
@@ -389,21 +475,27 @@ class AsyncMeteredTransport(_Base):
         )  # fmt: skip
 
     async def handle_async_request(self, request: Any) -> Any:
-        """Send `request` through the wrapped transport, metering its response."""
+        """Send `request` through the wrapped transport, metering its response.
+
+        Raises:
+            TypeError: the wrapped transport is of the other library than the client's.
+        """
+        inner = self._inner(request)
         route = self._route(request)
         if route is None:
-            return await self._transport.handle_async_request(request)
+            return await inner.handle_async_request(request)
         started = time.perf_counter()
         try:
-            response = await self._transport.handle_async_request(request)
+            response = await inner.handle_async_request(request)
         except BaseException as exc:
             self._record_failure(route, request, started, exc)
             raise
         return self._metered(route, request, response, started, _AsyncStream)
 
     async def aclose(self) -> None:
-        """Close the wrapped transport."""
-        await self._transport.aclose()
+        """Close the wrapped transport (or the default ones made)."""
+        for transport in self._transports():
+            await transport.aclose()
 
     async def __aenter__(self) -> AsyncMeteredTransport:
         enter = getattr(self._transport, "__aenter__", None)
@@ -412,6 +504,9 @@ class AsyncMeteredTransport(_Base):
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._defaults is not None:
+            await self.aclose()
+            return
         exit_ = getattr(self._transport, "__aexit__", None)
         if exit_ is not None:
             await exit_(*exc_info)

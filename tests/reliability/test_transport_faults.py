@@ -1,0 +1,73 @@
+"""The HTTP transport in the setups and faults a gateway meets: plain httpx with no inner
+transport, the other library's transport, huge bodies, failed streams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import httpx2
+import pytest
+
+from otel_tokens.httpx import AsyncMeteredTransport, MeteredTransport
+from otel_tokens.testing import InMemoryMetrics
+from tests.fake_providers import FakeProviders
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeProviders]:
+    with FakeProviders() as running:
+        yield running
+
+
+@pytest.mark.parametrize("library", [httpx, httpx2], ids=["httpx", "httpx2"])
+def test_the_one_line_setup_works_with_either_library(server: FakeProviders, library: type) -> None:
+    metrics = InMemoryMetrics()
+    with library.Client(transport=MeteredTransport(metrics.tracker)) as client:
+        response = client.post(server.base_url + "/v1/embeddings", json={"model": "m"})
+    assert isinstance(response, library.Response)
+    assert response.status_code == 200
+    assert metrics.value("llm.requests", status="success", request_model="m") == 1
+    assert metrics.value("llm.usage.input_tokens", request_model="m") == 37
+
+
+@pytest.mark.parametrize("library", [httpx, httpx2], ids=["httpx", "httpx2"])
+def test_the_one_line_setup_works_with_either_async_library(
+    server: FakeProviders, library: type
+) -> None:
+    metrics = InMemoryMetrics()
+
+    async def call() -> object:
+        async with library.AsyncClient(transport=AsyncMeteredTransport(metrics.tracker)) as c:
+            return await c.post(server.base_url + "/v1/embeddings", json={"model": "m"})
+
+    response = asyncio.run(call())
+    assert isinstance(response, library.Response)
+    assert metrics.value("llm.requests", status="success", request_model="m") == 1
+
+
+def test_one_transport_serves_clients_of_both_libraries(server: FakeProviders) -> None:
+    metrics = InMemoryMetrics()
+    transport = MeteredTransport(metrics.tracker)
+    with httpx.Client(transport=transport) as old, httpx2.Client(transport=transport) as new:
+        assert isinstance(old.post(server.base_url + "/v1/embeddings", json={}), httpx.Response)
+        assert isinstance(new.post(server.base_url + "/v1/embeddings", json={}), httpx2.Response)
+    assert metrics.value("llm.requests", status="success") == 2
+
+
+@pytest.mark.parametrize(
+    ("client_library", "transport_library"), [(httpx, httpx2), (httpx2, httpx)],
+    ids=["httpx_client_httpx2_transport", "httpx2_client_httpx_transport"],
+)  # fmt: skip
+def test_the_other_librarys_transport_is_refused_with_the_fix(
+    server: FakeProviders, client_library: type, transport_library: type
+) -> None:
+    metrics = InMemoryMetrics()
+    transport = MeteredTransport(metrics.tracker, transport=transport_library.HTTPTransport())
+    with (
+        client_library.Client(transport=transport) as client,
+        pytest.raises(TypeError, match=rf"pass transport={client_library.__name__}\.HTTPTransport"),
+    ):
+        client.post(server.base_url + "/v1/embeddings", json={})
+    assert metrics.value("llm.requests") == 0  # a setup mistake, not an LLM request
