@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from otel_tokens._shutdown import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, run_within, shutdown_timeout
 from otel_tokens._tracker import TokenTracker
 from otel_tokens._version import __version__
 from otel_tokens._warn import logger
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.resources import Resource
+
+    from otel_tokens._exporting import CheckedExporter
 
 EXPORTERS = ("otlp", "prometheus", "console")
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -197,12 +200,21 @@ def _otlp_reader(
     endpoint: str | None,
     headers: Mapping[str, str] | None,
     interval_ms: int | None,
-) -> MetricReader:
+    timeout_s: float,
+) -> tuple[MetricReader, CheckedExporter]:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-    kwargs: dict[str, Any] = {}
+    from otel_tokens._exporting import CheckedExporter, leave_out_retry_warnings
+
+    # The timeout is passed in seconds, so the SDK never reads the variables in seconds.
+    kwargs: dict[str, Any] = {"timeout": timeout_s}
     if headers is not None:
         kwargs["headers"] = dict(headers)
+    where = (
+        endpoint
+        or _env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
     try:
         if protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
@@ -212,6 +224,7 @@ def _otlp_reader(
             if endpoint is not None:
                 kwargs["endpoint"] = endpoint
             exporter: Any = GrpcExporter(**kwargs)
+            where = where or "http://localhost:4317"
         else:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
                 OTLPMetricExporter as HttpExporter,
@@ -221,9 +234,12 @@ def _otlp_reader(
                 base = endpoint.rstrip("/")
                 kwargs["endpoint"] = base if base.endswith(_METRICS_PATH) else base + _METRICS_PATH
             exporter = HttpExporter(**kwargs)
+            where = where or "http://localhost:4318"
     except ImportError as exc:
         raise _import_error("otlp", f"the OTLP exporter ({protocol})", exc) from None
-    return PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms)
+    leave_out_retry_warnings()
+    checked = CheckedExporter(exporter, f"the OTLP collector at {where} ({protocol})")
+    return PeriodicExportingMetricReader(checked, export_interval_millis=interval_ms), checked
 
 
 _live_telemetries: weakref.WeakSet[Telemetry] = weakref.WeakSet()
@@ -250,10 +266,15 @@ class Telemetry:
         meter_provider: MeterProvider,
         resource: Resource,
         prometheus: _PrometheusServer | None,
+        *,
+        exporters: Iterable[CheckedExporter] = (),
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.meter_provider = meter_provider
         self.resource = resource
         self._prometheus = prometheus
+        self._exporters = list(exporters)
+        self._timeout_s = timeout_s
         self._tracker: TokenTracker | None = None
         self._tracker_options: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -304,22 +325,60 @@ class Telemetry:
                 raise ValueError(msg)
             return self._tracker
 
-    def force_flush(self, timeout_s: float = 10.0) -> bool:
-        """Export what has been recorded now; True when every exporter succeeded in time."""
-        return bool(self.meter_provider.force_flush(timeout_millis=round(timeout_s * 1000)))
+    def force_flush(self, timeout_s: float | None = None) -> bool:
+        """Export what has been recorded now.
 
-    def shutdown(self) -> None:
-        """Export what is left, stop the exporters and the Prometheus endpoint. Idempotent."""
+        Args:
+            timeout_s: the longest to wait; default the shutdown timeout (5 s).
+
+        Returns:
+            True when every export that ran succeeded in time; False when one failed (a
+            collector that refused or is down) or did not finish in time.
+        """
+        timeout = self._timeout_s if timeout_s is None else shutdown_timeout(timeout_s, "timeout_s")
+        marks = [(exporter, exporter.mark()) for exporter in self._exporters]
+        millis = round(timeout * 1000)
+        done, flushed = run_within(
+            lambda: self.meter_provider.force_flush(timeout_millis=millis), timeout, "flush"
+        )
+        return bool(done and flushed) and all(e.settled_since(mark) for e, mark in marks)
+
+    def shutdown(self, timeout_s: float | None = None) -> bool:
+        """Export what is left, stop the exporters and the Prometheus endpoint. Idempotent.
+
+        Returns within `timeout_s` (default: `shutdown_timeout_s` of `configure()`, 5 s)
+        however long a collector takes to answer, or fails to.
+
+        Returns:
+            True when the last exports succeeded in time; False, with a warning, when one
+            failed or was given up.
+        """
         with self._lock:
             if self._shut_down:
-                return
+                return True
             self._shut_down = True
         atexit.unregister(self.shutdown)
+        timeout = self._timeout_s if timeout_s is None else shutdown_timeout(timeout_s, "timeout_s")
+        marks = [(exporter, exporter.mark()) for exporter in self._exporters]
+        millis = round(timeout * 1000)
         try:
-            self.meter_provider.shutdown()
+            done, _ = run_within(
+                lambda: self.meter_provider.shutdown(timeout_millis=millis), timeout, "shutdown"
+            )
         finally:
             if self._prometheus is not None:
                 self._prometheus.close()
+        unsettled = [e.where for e, mark in marks if not e.settled_since(mark)]
+        if not done or unsettled:
+            logger.warning(
+                "otel_tokens: the last export to %s did not succeed within the shutdown "
+                "timeout of %.1f s; what it held is lost (raise shutdown_timeout_s or %s to "
+                "wait longer)",
+                ", ".join(unsettled) or "the readers",
+                timeout,
+                TIMEOUT_ENV,
+            )
+        return done and not unsettled
 
     def __enter__(self) -> Telemetry:
         return self
@@ -340,6 +399,8 @@ def configure(
     prometheus_port: int | None = None,
     prometheus_multiproc_dir: str | os.PathLike[str] | None = None,
     export_interval_s: float | None = None,
+    otlp_timeout_s: float | None = None,
+    shutdown_timeout_s: float | None = None,
     readers: Iterable[MetricReader] = (),
 ) -> Telemetry:
     """Build a MeterProvider that exports, honouring the standard `OTEL_*` variables.
@@ -369,6 +430,13 @@ def configure(
         export_interval_s: seconds between OTLP/console exports and worker file writes;
             default `OTEL_METRIC_EXPORT_INTERVAL` (ms), else 60 for OTLP and console and 5
             for worker files.
+        otlp_timeout_s: how long one OTLP export may take, retries included; default
+            `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` (read as
+            milliseconds, as the specification says; the Python SDK alone reads seconds),
+            else 10.
+        shutdown_timeout_s: the most `shutdown()` (and so interpreter exit) and
+            `force_flush()` wait for exporters; default `OTEL_TOKENS_SHUTDOWN_TIMEOUT`
+            (seconds), else 5.
         readers: more metric readers (an `InMemoryMetricReader` in tests).
 
     Raises:
@@ -387,6 +455,7 @@ def configure(
     names = _exporter_names(exporters)
     protocol = _otlp_protocol(otlp_protocol) if "otlp" in names else None
     interval_ms = _export_interval_ms(export_interval_s)
+    timeout_s = shutdown_timeout(shutdown_timeout_s)
     resource = _resource(service_name, resource_attributes)  # first: it says if the SDK is missing
     workers_dir = (
         _workers_dir(prometheus_multiproc_dir, prometheus_host, prometheus_port)
@@ -404,7 +473,11 @@ def configure(
         PeriodicExportingMetricReader,
     )
 
+    from otel_tokens._exporting import CheckedExporter, resolve_otlp_timeout
+
+    export_timeout_s = resolve_otlp_timeout(otlp_timeout_s) if protocol is not None else 0.0
     all_readers: list[MetricReader] = list(readers)
+    checked: list[CheckedExporter] = []
     prometheus = None
     try:
         # Bind the port first: it is what most often fails, and nothing else has started yet.
@@ -414,14 +487,19 @@ def configure(
         if workers_dir is not None:
             from otel_tokens._worker_metrics import WorkerFileExporter
 
+            files = CheckedExporter(WorkerFileExporter(workers_dir), str(workers_dir), warn=False)
+            checked.append(files)
             all_readers.append(
                 PeriodicExportingMetricReader(
-                    WorkerFileExporter(workers_dir),
-                    export_interval_millis=interval_ms or _env_interval_ms(WORKER_WRITE_MS),
+                    files, export_interval_millis=interval_ms or _env_interval_ms(WORKER_WRITE_MS)
                 )
             )
         if protocol is not None:
-            all_readers.append(_otlp_reader(protocol, otlp_endpoint, otlp_headers, interval_ms))
+            reader, exporter = _otlp_reader(
+                protocol, otlp_endpoint, otlp_headers, interval_ms, export_timeout_s
+            )
+            checked.append(exporter)
+            all_readers.append(reader)
         if "console" in names:
             all_readers.append(
                 PeriodicExportingMetricReader(
@@ -433,4 +511,4 @@ def configure(
             prometheus.close()
         raise
     provider = MeterProvider(metric_readers=all_readers, resource=resource, shutdown_on_exit=False)
-    return Telemetry(provider, resource, prometheus)
+    return Telemetry(provider, resource, prometheus, exporters=checked, timeout_s=timeout_s)

@@ -1,0 +1,72 @@
+"""How long shutting down may take, and calls that return within it whatever they wait on.
+
+A gateway that exits must not hang on a collector that does not answer or a database that
+stopped: `Telemetry.shutdown()`, a ledger's close at exit and `force_flush()` each give up
+after one documented timeout, and say what they could not finish.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from otel_tokens._warn import logger
+
+#: Seconds a shutdown, a flush on exit, or a ledger's close at exit may take, at most.
+DEFAULT_TIMEOUT_S = 5.0
+#: The environment variable that sets it, in seconds.
+TIMEOUT_ENV = "OTEL_TOKENS_SHUTDOWN_TIMEOUT"
+
+T = TypeVar("T")
+
+
+def shutdown_timeout(value: float | None, source: str = "shutdown_timeout_s") -> float:
+    """The timeout to use: `value`, else OTEL_TOKENS_SHUTDOWN_TIMEOUT, else 5 s.
+
+    Raises:
+        ValueError: a value that is not a number of seconds > 0, naming where it came from.
+    """
+    shown: object = value
+    if value is None:
+        raw = os.environ.get(TIMEOUT_ENV, "").strip()
+        if not raw:
+            return DEFAULT_TIMEOUT_S
+        try:
+            value, source, shown = float(raw), TIMEOUT_ENV, raw
+        except ValueError:
+            value, source, shown = math.nan, TIMEOUT_ENV, raw
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        msg = f"{source} must be a number of seconds > 0, got {shown!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def run_within(work: Callable[[], T], timeout_s: float, what: str) -> tuple[bool, T | None]:
+    """Run `work` on a thread of its own and wait for it at most `timeout_s` seconds.
+
+    Returns:
+        (True, its result) when it finished in time; (False, None) when it did not, or
+        raised (logged). A call that did not finish goes on on its daemon thread, which
+        does not keep the interpreter from exiting.
+    """
+    outcome: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # reported below, on the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name=f"otel_tokens-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        return False, None
+    if failed:
+        logger.warning("otel_tokens: %s failed: %r", what, failed[0], exc_info=failed[0])
+        return False, None
+    return True, outcome[0]
