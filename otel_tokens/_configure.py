@@ -451,6 +451,7 @@ def configure(
         >>> telemetry = configure(exporters="console", export_interval_s=30)
         >>> tracker = telemetry.tracker()
         >>> telemetry.shutdown()
+        True
     """
     names = _exporter_names(exporters)
     protocol = _otlp_protocol(otlp_protocol) if "otlp" in names else None

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from otel_tokens._meters import MeterSpec, to_micro
+from otel_tokens._text import shown
 
 if TYPE_CHECKING:
     from otel_tokens._ledger import UsageLedger
@@ -68,7 +69,9 @@ class CustomMeter:
         """
         try:
             spec = self.spec
-            fault = spec.event_fault(value, dimensions)
+            fault = spec.event_fault(value, dimensions) or _ids_fault(
+                spec.name, api_key=api_key, key_id=key_id, idempotency_key=idempotency_key
+            )
             if fault is not None:
                 self._drop("invalid_event", fault)
                 return
@@ -85,3 +88,11 @@ class CustomMeter:
                 self._ledger._put_event(entry)
         except Exception:
             self._drop("internal_error", "recording a custom meter event failed (a bug)")
+
+
+def _ids_fault(meter: str, **ids: object) -> str | None:
+    """Why the key and idempotency key of an event cannot be taken; None if they can."""
+    for name, value in ids.items():
+        if value is not None and not isinstance(value, str):
+            return f"meter {meter!r}: {name} must be a str or None, got {shown(value)}"
+    return None

@@ -9,6 +9,7 @@ import hmac
 SECRET_ENV = "OTEL_TOKENS_API_KEY_SECRET"
 _MIN_SECRET_BYTES = 16
 _DIGEST_BYTES = 8  # 64 bits: no collision in practice for the keys one gateway sees
+_CHECK_INPUT = b"otel_tokens: which secret is this?"
 
 
 class KeyFingerprinter:
@@ -39,4 +40,15 @@ class KeyFingerprinter:
 
     def __call__(self, api_key: str) -> str:
         """The fingerprint of `api_key`: 16 hex characters."""
-        return hmac.digest(self._secret, api_key.encode(), hashlib.sha256)[:_DIGEST_BYTES].hex()
+        key = api_key.encode("utf-8", "surrogatepass")  # a header may hold anything
+        return hmac.digest(self._secret, key, hashlib.sha256)[:_DIGEST_BYTES].hex()
+
+    @property
+    def check(self) -> str:
+        """A value that tells two secrets apart without telling either: what a ledger
+        keeps to know which secret its key ids were made with."""
+        return hmac.digest(self._secret, _CHECK_INPUT, hashlib.sha256)[:16].hex()
+
+    def same_secret(self, other: KeyFingerprinter) -> bool:
+        """Whether `other` makes the same fingerprints."""
+        return hmac.compare_digest(self._secret, other._secret)

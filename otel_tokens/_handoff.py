@@ -25,7 +25,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 #: The consumer also wakes this often to fold queues that have not filled a batch.
-_WAKE_EVERY_S = 1.0
+_WAKE_EVERY_S = 0.25
 #: How long a fork waits for a batch being folded to finish (see `_Consumer.before_fork`).
 _FORK_WAIT_S = 5.0
 

@@ -11,12 +11,13 @@ import time
 import uuid
 import weakref
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timezone
 from typing import IO, Any
 
 from otel_tokens._custom_meter import CustomMeter
 from otel_tokens._fingerprint import SECRET_ENV, KeyFingerprinter
+from otel_tokens._ledger_keys import LedgerKeys
 from otel_tokens._ledger_periods import (
     US_PER_HOUR,
     Period,
@@ -30,9 +31,13 @@ from otel_tokens._ledger_snapshot import MERGE_BATCH, read_snapshot, write_snaps
 from otel_tokens._ledger_store import Row, Store
 from otel_tokens._meters import MeterSpec, MeterTotals, meter_spec
 from otel_tokens._pricing import PriceTable
+from otel_tokens._shutdown import shutdown_timeout
+from otel_tokens._text import safe_label, said
 from otel_tokens._usage import Usage, find_fault
 from otel_tokens._warn import WarnOnce, logger
 
+#: How often the writer looks for rows within each flush interval (see `_write_loop`).
+_TICKS_PER_INTERVAL = 4
 #: The environment variable naming the ledger the CLI reads when --ledger is not given.
 LEDGER_ENV = "OTEL_TOKENS_LEDGER"
 _WHEN_FULL = ("drop", "block")
@@ -42,6 +47,10 @@ US_PER_DAY = 86_400_000_000
 #: meter's event: its MeterSpec, value in millionths, dimension values, key id, API key,
 #: idempotency key and when.
 _Entry = tuple[Any, ...]
+
+
+class MissingSecretError(ValueError):
+    """An API key given to look up, in a ledger whose secret this process does not have."""
 
 
 def open_store(target: str | os.PathLike[str]) -> Store:
@@ -77,7 +86,10 @@ class UsageLedger:
         prices: prices for `record()` calls made on the ledger itself; a tracker's records
             carry the tracker's cost. None: the bundled table.
         api_key_secret: the fingerprint secret for `Usage.api_key`; defaults to the
-            OTEL_TOKENS_API_KEY_SECRET environment variable.
+            OTEL_TOKENS_API_KEY_SECRET environment variable. Without one the ledger makes
+            a secret and keeps it in its database, so per-key usage works with no setting
+            and stays the same across restarts and replicas sharing the database; a ledger
+            whose key ids were made with another secret than the one given is refused.
         queue_size: the most rows waiting to be written.
         batch_size: the most rows written in one transaction. Batches are only this
             large when the writer falls behind; larger ones amortize the commit and
@@ -87,7 +99,8 @@ class UsageLedger:
             once) or "block" (waits for room).
 
     Raises:
-        ValueError: a setting out of range, or a ledger that cannot be opened.
+        ValueError: a setting out of range, a ledger that cannot be opened, or a secret
+            other than the one its key ids were made with.
         ImportError: a PostgreSQL URL without psycopg installed.
 
     Example:
@@ -100,6 +113,7 @@ class UsageLedger:
         >>> ledger.usage("today", by=["key"])[0].input_tokens
         1200
         >>> ledger.close()
+        True
     """
 
     def __init__(
@@ -126,16 +140,22 @@ class UsageLedger:
             msg = f"when_full must be 'drop' or 'block', got {when_full!r}"
             raise ValueError(msg)
         secret = api_key_secret if api_key_secret is not None else os.environ.get(SECRET_ENV)
-        self._fingerprint = KeyFingerprinter(secret) if secret else None
+        configured = KeyFingerprinter(secret) if secret else None
         self._prices = prices if prices is not None else PriceTable.bundled()
         self._target = os.fspath(target)
         self._opened = open_store(self._target)
         self._pid = os.getpid()
         self.target = self._opened.description
+        try:
+            self._keys = LedgerKeys(self._opened, configured, self.target)
+        except BaseException:
+            self._opened.close()
+            raise
         self._capacity = queue_size
         self._batch_size = batch_size
         self._interval = float(flush_interval_s)
         self._block = when_full == "block"
+        self._exit_timeout_s = shutdown_timeout(None)
         self._closed = False
         self._feeders: weakref.WeakSet[Any] = weakref.WeakSet()
         self._inherited: list[Store] = []  # a forked child's copy of its parent's connections
@@ -205,22 +225,25 @@ class UsageLedger:
         if key_id is None and api_key:
             key_id = self._key_of(api_key)
         padding = ("",) * (len(EVENT_DIMENSIONS) - len(values))
-        return (spec.name, uid or self._new_uid(), at_us, key_id or "", *values, *padding,
-                value_micro)  # fmt: skip
+        uid, key = _storable(uid or self._new_uid(), key_id or "")
+        return (spec.name, uid, at_us, key, *values, *padding, value_micro)
 
     def _new_uid(self) -> str:
         return f"{self._uid_prefix}{next(self._uid_numbers):012x}"
 
     def _key_of(self, api_key: str) -> str | None:
-        if self._fingerprint is None:
+        fingerprint = self._keys.get()
+        if fingerprint is None:
             self._warn(
                 "no-secret",
-                "otel_tokens: usage with an API key reached the ledger but no fingerprint "
-                "secret is set, so it is stored without a key: set %s",
+                "otel_tokens: usage with an API key reached the ledger %r, whose key ids were "
+                "made with a secret this process was not given, so it is stored without a "
+                "key: set %s",
+                self.target,
                 SECRET_ENV,
             )
             return None
-        return self._fingerprint(api_key)
+        return fingerprint(api_key)
 
     def _row(self, entry: _Entry) -> Row | None:
         """The database row of a queued entry, made on the writer thread; None if dropped."""
@@ -234,13 +257,17 @@ class UsageLedger:
         key_id = usage.api_key_id
         if key_id is None and usage.api_key:
             key_id = self._key_of(usage.api_key)
+        texts = _storable(
+            usage.request_id or self._new_uid(), key_id or "", usage.provider, usage.model,
+            usage.request_model or usage.model, usage.operation, usage.scenario or "",
+            usage.user_tier or "", usage.status, usage.error_type or "",
+        )  # fmt: skip
+        uid, key, provider, model, request_model, operation, scenario, tier, status, error = texts
         row = (
-            usage.request_id or self._new_uid(), at_us, key_id or "", usage.provider,
-            usage.model, usage.request_model, usage.operation, usage.scenario or "",
-            usage.user_tier or "", usage.status, usage.error_type, int(usage.streamed),
-            usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
-            usage.cache_write_tokens, usage.reasoning_tokens, usage.system_tokens, cost_pico,
-            usage.latency_s,
+            uid, at_us, key, provider, model, request_model, operation, scenario, tier, status,
+            error or None, int(usage.streamed), usage.input_tokens, usage.output_tokens,
+            usage.cache_read_tokens, usage.cache_write_tokens, usage.reasoning_tokens,
+            usage.system_tokens, cost_pico, usage.latency_s,
         )  # fmt: skip
         return row
 
@@ -282,13 +309,18 @@ class UsageLedger:
             return dict(self._drops)
 
     def _write_loop(self) -> None:
+        # A row waits at most a tick for the writer to take it, behind at most one batch
+        # being written, and is durable once its own batch commits: while the writer keeps
+        # up (a batch takes less than a tick), under three ticks, within flush_interval_s.
+        tick = self._interval / _TICKS_PER_INTERVAL
         while True:
             with self._cond:
                 if len(self._queue) < self._batch_size and not self._closed:
-                    self._cond.wait(self._interval)
+                    self._cond.wait(tick)
                 if self._closed and not self._queue:
                     return
-            self._write_some()
+            while self._queue:  # all that is queued now, a batch at a time
+                self._write_some()
 
     def _write_some(self) -> None:
         queue = self._queue
@@ -310,15 +342,27 @@ class UsageLedger:
                     self._drop("internal_error", "making its row failed (a bug: please report it)")
             for write, batch in ((self._store.write, rows), (self._store.write_events, events)):
                 if batch:
-                    try:
-                        write(batch)
-                    except Exception as exc:
-                        why = f"writing to {self.target!r} failed: {exc}"
-                        self._drop("write_failed", why, len(batch))
+                    self._write_batch(write, batch)
         finally:
             with self._cond:
                 self._done += len(entries)
                 self._cond.notify_all()
+
+    def _write_batch(self, write: Callable[[Sequence[Row]], int], batch: Sequence[Row]) -> None:
+        """Write `batch`, or drop it (counted) when the database cannot be written. When the
+        database refused a row of it instead, the halves are written on their own, so
+        that a row it cannot take costs that row alone."""
+        try:
+            write(batch)
+        except Exception as exc:
+            store = self._store
+            if len(batch) > 1 and not store.is_unavailable(exc):
+                half = len(batch) // 2
+                self._write_batch(write, batch[:half])
+                self._write_batch(write, batch[half:])
+                return
+            reason = "write_failed" if store.is_unavailable(exc) else "row_refused"
+            self._drop(reason, f"writing to {self.target!r} failed: {said(exc)}", len(batch))
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Write everything queued so far (also what trackers feeding this ledger hold).
@@ -348,22 +392,44 @@ class UsageLedger:
                 self._write_some()
         return True
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> bool:
         """Write everything queued (what the trackers feeding it hold too), stop the writer
         and close the database. A `record()` after this is counted as dropped
-        (`ledger_closed`)."""
+        (`ledger_closed`). At interpreter exit this runs with the shutdown timeout
+        (`OTEL_TOKENS_SHUTDOWN_TIMEOUT`, 5 s), so a database that stopped answering cannot
+        hold the process.
+
+        Args:
+            timeout_s: the longest to wait for the writer; None waits until all is written.
+
+        Returns:
+            True when everything queued was written (or dropped, counted); False when the
+            database did not take it in time: what was still queued is counted as
+            `ledger_closed` and warned about.
+        """
         if self._closed:
-            return
+            return True
         for feeder in list(self._feeders):
             feeder.flush_into_ledger()
         with self._cond:  # from here on, record() counts a drop (ledger_closed)
             self._closed = True
             self._cond.notify_all()
-        self._writer.join(30)  # it writes what is queued, then stops
-        while self._queue:
+        self._writer.join(timeout_s)  # it writes what is queued, then stops
+        if self._writer.is_alive():  # stuck on a database that does not answer
+            with self._cond:
+                left = len(self._queue)
+                self._queue.clear()
+            why = (
+                f"the ledger was closed after waiting {timeout_s:g} s for {self.target!r} to "
+                "take them (a batch being written then may be lost too)"
+            )
+            self._drop("ledger_closed", why, left)
+            return False
+        while self._queue:  # no writer (a forked child's): write here
             self._write_some()
         if self._pid == os.getpid():  # a forked child that never wrote has nothing to close
             self._opened.close()
+        return True
 
     def __enter__(self) -> UsageLedger:
         return self
@@ -371,12 +437,17 @@ class UsageLedger:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _attach(self, feeder: Any, fingerprint: KeyFingerprinter | None) -> None:
-        """Have `flush()` first call `feeder.flush_into_ledger()` (a tracker's queue), and
-        fingerprint keys as the tracker does when this ledger was given no secret."""
+    def _share_keys(self, theirs: KeyFingerprinter | None) -> KeyFingerprinter | None:
+        """The one fingerprinter a tracker feeding this ledger and the ledger both use.
+
+        Raises:
+            ValueError: the tracker's secret (`theirs`) is not the ledger's.
+        """
+        return self._keys.share(theirs)
+
+    def _attach(self, feeder: Any) -> None:
+        """Have `flush()` first call `feeder.flush_into_ledger()` (a tracker's queue)."""
         self._feeders.add(feeder)
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint
 
     # Reading
 
@@ -484,6 +555,7 @@ class UsageLedger:
             >>> ledger.meter_usage("web_search.calls", "today", by=["engine"])[0].value
             Decimal('1')
             >>> ledger.close()
+            True
         """
         spec = meter_spec(name, unit=unit, aggregation=aggregation, dimensions=dimensions,
                           currency=currency, description=description)  # fmt: skip
@@ -588,10 +660,10 @@ class UsageLedger:
         window = None if period == "all" else parse_period(period, zone_named(tz))
         self.flush()
         if not isinstance(file, (str, os.PathLike)):
-            return write_snapshot(self._store, file, window)
+            return write_snapshot(self._store, file, window, self._keys.check)
         descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(descriptor, "w", encoding="utf-8") as out:
-            return write_snapshot(self._store, out, window)
+            return write_snapshot(self._store, out, window, self._keys.check)
 
     def merge(self, file: str | os.PathLike[str] | IO[str]) -> dict[str, int]:
         """Add a snapshot that `export()` wrote, skipping the requests and events this
@@ -605,8 +677,9 @@ class UsageLedger:
 
         Raises:
             ValueError: the file is not a snapshot or a line of it is damaged (what came
-                before that line is merged; merging again after a fix is safe), or it
-                defines a meter differently from this ledger.
+                before that line is merged; merging again after a fix is safe), it
+                defines a meter differently from this ledger, or its key ids were made
+                with another secret than this ledger's.
             OSError: the file cannot be read.
         """
         if isinstance(file, (str, os.PathLike)):
@@ -632,6 +705,9 @@ class UsageLedger:
 
         try:
             for kind, item in read_snapshot(lines, source):
+                if kind == "snapshot":
+                    self._keys.accept(item, source)
+                    continue
                 if kind == "meter":
                     meters.add(self._define(item).name)
                     counts["meters"] += 1
@@ -650,10 +726,29 @@ class UsageLedger:
     def _key_id(self, key_id: str | None, api_key: str | None) -> str | None:
         if api_key is None:
             return key_id
-        if self._fingerprint is None:
-            msg = f"api_key= needs the fingerprint secret: set {SECRET_ENV} or pass key_id="
-            raise ValueError(msg)
-        return self._fingerprint(api_key)
+        fingerprint = self._keys.get()
+        if fingerprint is None:
+            msg = (
+                f"the ledger {self.target!r} made its key ids with a secret this process was "
+                f"not given, so an API key cannot be looked up: set {SECRET_ENV}, or ask by "
+                "key id"
+            )
+            raise MissingSecretError(msg)
+        return fingerprint(api_key)
+
+
+#: The most characters of a text column a row keeps (ids, models, labels).
+MAX_TEXT = 256
+
+
+def _storable(*texts: str) -> tuple[str, ...]:
+    """`texts` as every database stores them: exact str, no lone surrogate or NUL, at most
+    MAX_TEXT characters. They come from callers and request bodies; one that could not be
+    stored would fail the whole batch it is written in."""
+    joined = "".join(texts)
+    if joined.isascii() and joined.isprintable() and max(map(len, texts)) <= MAX_TEXT:
+        return texts  # the common case, checked at once
+    return tuple(safe_label(text, MAX_TEXT) for text in texts)
 
 
 @functools.lru_cache(maxsize=64)
@@ -672,6 +767,6 @@ def _close_at_exit(ref: weakref.ref[UsageLedger]) -> None:
     ledger = ref()
     if ledger is not None:
         try:
-            ledger.close()
+            ledger.close(timeout_s=ledger._exit_timeout_s)
         except Exception:
             logger.exception("otel_tokens: closing the usage ledger at exit failed")

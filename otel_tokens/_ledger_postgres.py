@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from otel_tokens._ledger_schema import (
@@ -49,6 +49,17 @@ _INSERT_EVENTS = f"""INSERT INTO otel_tokens_events ({_EVENTS})
     RETURNING {_EVENTS}"""
 _ADD_EVENT_HOURS = event_hourly_upsert(greatest="GREATEST").replace("?", "%s")
 _RETRIES = 5
+#: Connection settings the URL may leave out, so that a database that stops answering
+#: fails a write within seconds instead of holding the writer for ever: connecting, a
+#: send no one acknowledges, and an idle connection to a host that went away.
+_DEFAULTS = {
+    "connect_timeout": "5",
+    "tcp_user_timeout": "30000",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
 
 
 def _psycopg() -> Any:
@@ -77,41 +88,75 @@ class PostgresStore(Store):
         psycopg = _psycopg()
         self._psycopg = psycopg
         self.description = _without_password(url)
+        self._conninfo = _with_defaults(psycopg, url)
+        self._lock = threading.Lock()
+        self._reading = threading.Lock()
         try:
-            self._db = psycopg.connect(url, autocommit=True)
-            self._reader = psycopg.connect(url, autocommit=True)
+            self._db = self._connect()
+            self._reader = self._connect()
             self._migrate()
         except psycopg.Error as exc:
             msg = f"cannot open the usage ledger {self.description!r}: {exc}"
             raise ValueError(msg) from exc
-        self._lock = threading.Lock()
-        self._reading = threading.Lock()
+
+    def _connect(self) -> Any:
+        return self._psycopg.connect(self._conninfo, autocommit=True)
 
     def _migrate(self) -> None:
-        with self._db.transaction():
-            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            migrate(self._db.execute, POSTGRES_MIGRATIONS, description=self.description,
-                    placeholder="%s")  # fmt: skip
+        def work(db: Any) -> None:
+            with db.transaction():
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                migrate(db.execute, POSTGRES_MIGRATIONS, description=self.description,
+                        placeholder="%s")  # fmt: skip
+
+        with self._lock:
+            self._on_writer(work)
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        psycopg = self._psycopg
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
     def write(self, rows: Sequence[Row]) -> int:
-        return self._retrying(self._write, rows)
+        with self._lock:
+            return int(self._on_writer(lambda db: self._write(db, rows)))
 
     def write_events(self, rows: Sequence[Row]) -> int:
-        return self._retrying(self._write_events, rows)
-
-    def _retrying(self, write: Any, rows: Sequence[Row]) -> int:
-        errors = self._psycopg.errors
         with self._lock:
-            for attempt in range(_RETRIES):
-                try:
-                    return int(write(rows))
-                except (errors.DeadlockDetected, errors.SerializationFailure):
-                    if attempt == _RETRIES - 1:
-                        raise
-        return 0  # not reached
+            return int(self._on_writer(lambda db: self._write_events(db, rows)))
 
-    def _write_events(self, rows: Sequence[Row]) -> int:
-        with self._db.transaction(), self._staged(_EVENT_STAGING, rows) as cursor:
+    def _on_writer(self, work: Callable[[Any], Any]) -> Any:
+        """`work(connection)` on the writing connection (the caller holds its lock), retried
+        on a deadlock or serialization failure, and once on a new connection when the
+        server dropped this one (restarted, or its backend terminated): the transaction it
+        was in rolled back, so doing it again counts nothing twice."""
+        errors = self._psycopg.errors
+        for attempt in range(_RETRIES):
+            if self._db.closed:
+                self._db = self._connect()
+            try:
+                return work(self._db)
+            except (errors.DeadlockDetected, errors.SerializationFailure):
+                if attempt == _RETRIES - 1:
+                    raise
+            except (self._psycopg.OperationalError, self._psycopg.InterfaceError):
+                if attempt > 0 or not self._db.closed:
+                    raise
+        return None  # not reached
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        with self._reading:
+            for attempt in range(2):
+                if self._reader.closed:
+                    self._reader = self._connect()
+                try:
+                    return list(self._reader.execute(sql, params).fetchall())
+                except (self._psycopg.OperationalError, self._psycopg.InterfaceError):
+                    if attempt > 0 or not self._reader.closed:
+                        raise
+        return []  # not reached
+
+    def _write_events(self, db: Any, rows: Sequence[Row]) -> int:
+        with db.transaction(), _staged(db, _EVENT_STAGING, rows) as cursor:
             cursor.execute(_INSERT_EVENTS)
             added = cursor.fetchall()
             if added:
@@ -119,27 +164,40 @@ class PostgresStore(Store):
                 cursor.executemany(_ADD_EVENT_HOURS, event_hours(added))
         return len(added)
 
-    def _write(self, rows: Sequence[Row]) -> int:
-        with self._db.transaction(), self._staged(_STAGING, rows) as cursor:
+    def _write(self, db: Any, rows: Sequence[Row]) -> int:
+        with db.transaction(), _staged(db, _STAGING, rows) as cursor:
             cursor.execute(_INSERT_AND_ADD)
             added = cursor.fetchone()
         return int(added[0]) if added else 0
 
-    @contextlib.contextmanager
-    def _staged(self, staging: tuple[str, str, str], rows: Sequence[Row]) -> Iterator[Any]:
-        """A cursor, inside the caller's transaction, after `rows` are copied into the
-        staging table that `staging` (CREATE statement, table, columns) makes."""
-        create, table, columns = staging
-        self._db.execute(create)
-        with self._db.cursor() as cursor:
-            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            yield cursor
-
     def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        with self._lock, self._db.transaction():
-            return [int(self._db.execute(sql, params).rowcount) for sql, params in statements]
+        def work(db: Any) -> list[int]:
+            with db.transaction():
+                return [int(db.execute(sql, params).rowcount) for sql, params in statements]
+
+        with self._lock:
+            result: list[int] = self._on_writer(work)
+            return result
+
+
+@contextlib.contextmanager
+def _staged(db: Any, staging: tuple[str, str, str], rows: Sequence[Row]) -> Iterator[Any]:
+    """A cursor, inside the caller's transaction, after `rows` are copied into the staging
+    table that `staging` (CREATE statement, table, columns) makes."""
+    create, table, columns = staging
+    db.execute(create)
+    with db.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        yield cursor
+
+
+def _with_defaults(psycopg: Any, url: str) -> str:
+    """`url` as connection settings, with `_DEFAULTS` for what it leaves out."""
+    given = psycopg.conninfo.conninfo_to_dict(url)
+    missing = {name: value for name, value in _DEFAULTS.items() if name not in given}
+    return str(psycopg.conninfo.make_conninfo(url, **missing))
 
 
 def _without_password(url: str) -> str:

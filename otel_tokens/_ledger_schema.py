@@ -33,7 +33,11 @@ EVENT_HOURLY_KEY = ("meter", "key_id", "hour", *EVENT_DIMENSIONS)
 US_PER_HOUR = 3_600_000_000
 
 
-def _migrations(autoincrement: str, big: str, real: str) -> list[list[str]]:
+#: The table of the ledger's own settings (which secret its key ids are made with).
+SETTINGS = "otel_tokens_settings"
+
+
+def _migrations(autoincrement: str, big: str, real: str, *, private: str) -> list[list[str]]:
     tokens = ",\n".join(f"    {name} {big} NOT NULL" for name in TOKEN_COLUMNS)
     dims = ",\n".join(f"    {name} TEXT NOT NULL" for name in EVENT_DIMENSIONS)
     return [
@@ -108,11 +112,20 @@ def _migrations(autoincrement: str, big: str, real: str) -> list[list[str]]:
 )""",
             "CREATE INDEX otel_tokens_event_hourly_hour ON otel_tokens_event_hourly (meter, hour)",
         ],
+        [  # 3: settings, one JSON value per name
+            f"CREATE TABLE {SETTINGS} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            *([private] if private else []),
+        ],
     ]
 
 
-SQLITE_MIGRATIONS = _migrations("INTEGER PRIMARY KEY", "INTEGER", "REAL")
-POSTGRES_MIGRATIONS = _migrations("BIGSERIAL PRIMARY KEY", "BIGINT", "DOUBLE PRECISION")
+# A SQLite ledger is a file only its owner can read. In PostgreSQL, say so of the settings,
+# which may hold a secret, whatever default privileges the schema grants.
+SQLITE_MIGRATIONS = _migrations("INTEGER PRIMARY KEY", "INTEGER", "REAL", private="")
+POSTGRES_MIGRATIONS = _migrations(
+    "BIGSERIAL PRIMARY KEY", "BIGINT", "DOUBLE PRECISION",
+    private=f"REVOKE ALL ON {SETTINGS} FROM PUBLIC",
+)  # fmt: skip
 LATEST_VERSION = len(SQLITE_MIGRATIONS)
 assert len(POSTGRES_MIGRATIONS) == LATEST_VERSION
 

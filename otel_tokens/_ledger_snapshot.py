@@ -18,6 +18,7 @@ from otel_tokens._ledger_schema import EVENT_COLUMNS, REQUEST_COLUMNS, TOKEN_COL
 from otel_tokens._ledger_store import Row, Store
 from otel_tokens._meters import MeterSpec
 from otel_tokens._names import STATUSES
+from otel_tokens._text import safe_text, shown
 
 FORMAT = "otel_tokens.ledger"
 VERSION = 1
@@ -27,15 +28,19 @@ MERGE_BATCH = 5_000
 _MAX_ID = 256
 
 
-def write_snapshot(store: Store, out: IO[str], period: Period | None) -> dict[str, int]:
+def write_snapshot(
+    store: Store, out: IO[str], period: Period | None, key_check: str | None
+) -> dict[str, int]:
     """Write the ledger's meters, and its requests and events in `period` (all for None),
-    to `out`; how many of each were written."""
+    to `out`; how many of each were written. `key_check` says which secret the key ids
+    were made with (never the secret itself), so that a merge can refuse other ones."""
     start, end = (0, 2**62) if period is None else (period.start_us, period.end_us)
     header: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "period": None if period is None else period.describe(),
+        "key_check": key_check,
     }
     out.write(json.dumps({"snapshot": header}) + "\n")
     counts = {"meters": 0, "requests": 0, "events": 0}
@@ -59,7 +64,8 @@ class SnapshotError(ValueError):
 
 
 def read_snapshot(lines: Iterable[str], source: str) -> Iterator[tuple[str, Any]]:
-    """The items of a snapshot: ("meter", MeterSpec), ("request", row), ("event", row).
+    """The items of a snapshot: ("snapshot", the check of its key secret or None), then
+    ("meter", MeterSpec), ("request", row), ("event", row).
 
     Raises:
         SnapshotError: the file is not a snapshot, or a line of it is damaged.
@@ -80,6 +86,8 @@ def read_snapshot(lines: Iterable[str], source: str) -> Iterator[tuple[str, Any]
         [(kind, fields)] = item.items()
         if number == 1 or kind == "snapshot":
             _check_header(kind, fields, where)
+            check = fields.get("key_check")
+            yield "snapshot", check if isinstance(check, str) else None
             continue
         try:
             if kind == "meter":
@@ -124,7 +132,10 @@ def _text(fields: dict[str, Any], name: str, *, optional: bool = False, limit: i
     if value is None and optional:
         return
     if not isinstance(value, str) or len(value) > limit:
-        msg = f"{name} must be text of at most {limit} characters, got {value!r}"
+        msg = f"{name} must be text of at most {limit} characters, got {shown(value)}"
+        raise ValueError(msg)
+    if value != safe_text(value):
+        msg = f"{name} holds characters a ledger cannot store, got {shown(value)}"
         raise ValueError(msg)
 
 

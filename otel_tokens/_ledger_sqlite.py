@@ -65,10 +65,17 @@ class SQLiteStore(Store):
             self._migrate()
             self._reader = _connect(self.path)  # WAL: reads never wait for the writer
         except (OSError, sqlite3.Error) as exc:
-            msg = f"cannot open the usage ledger {str(self.path)!r}: {exc}"
+            msg = (
+                f"cannot open the usage ledger {str(self.path)!r}: {exc}; it needs a file it "
+                "can write in a directory it can write (for its write-ahead log)"
+            )
             raise ValueError(msg) from exc
         self._lock = threading.Lock()  # the writing connection's
         self._reading = threading.Lock()
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        # Locked, read-only, full, an I/O error, a damaged file: not a row's fault.
+        return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
     def _migrate(self) -> None:
         with _immediate(self._db) as db:

@@ -17,6 +17,7 @@ from otel_tokens._ledger_schema import (
     EVENT_COLUMNS,
     EVENT_DIMENSIONS,
     REQUEST_COLUMNS,
+    SETTINGS,
     TOKEN_COLUMNS,
     US_PER_HOUR,
 )
@@ -102,6 +103,11 @@ class Store:
         hourly sums in one transaction; events whose (meter, uid) is stored are skipped.
         Returns how many were added."""
         raise NotImplementedError
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        """Whether `exc`, raised by a write, says the database cannot be written now (a
+        disk, a connection), rather than that it refused a row of the batch."""
+        return True
 
     def close(self) -> None:
         """Close the connections."""
@@ -223,6 +229,22 @@ class Store:
             if len(rows) < batch:
                 return
             after = rows[-1][0]
+
+    # Settings
+
+    def setting(self, name: str) -> str | None:
+        """The value of setting `name`, or None."""
+        rows = self._fetch(self._sql(f"SELECT value FROM {SETTINGS} WHERE name = ?"), [name])
+        return str(rows[0][0]) if rows else None
+
+    def put_setting(self, name: str, value: str) -> str:
+        """Store `value` as setting `name` unless it is set (by another process, say);
+        the value stored."""
+        insert = f"INSERT INTO {SETTINGS} (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+        self._execute([(self._sql(insert), [name, value])])
+        stored = self.setting(name)
+        assert stored is not None  # just inserted, or there already
+        return stored
 
     # Custom meters
 

@@ -34,6 +34,15 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     return safe_text(text)
 
 
+def said(exc: BaseException, limit: int = 200) -> str:
+    """What `exc` says, for a message: its str, cut and made safe, never raising."""
+    try:
+        text = str(exc) or type(exc).__name__
+    except Exception:
+        text = type(exc).__name__
+    return safe_label(text, limit)
+
+
 def _type_name(value: object) -> str:
     try:
         return type(value).__name__

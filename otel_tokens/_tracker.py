@@ -104,15 +104,17 @@ class TokenTracker:
         ledger: a `UsageLedger` that every recorded `Usage` is also written to, with the
             cost this tracker computed for it; `flush()` writes it too. Rows the ledger
             could not write are counted on `otel_tokens.records.dropped` too, with reasons
-            `ledger_queue_full`, `ledger_write_failed`, ... A ledger without a fingerprint
-            secret of its own uses the tracker's.
+            `ledger_queue_full`, `ledger_write_failed`, ... The tracker and its ledger
+            fingerprint keys with one secret: the tracker's, or else the ledger's (the one
+            it was given, or the one it keeps).
         api_key_secret: the per-deployment secret of the API key fingerprint; defaults to the
-            OTEL_TOKENS_API_KEY_SECRET environment variable. Needed for "llm.api_key.id".
+            OTEL_TOKENS_API_KEY_SECRET environment variable. Needed for "llm.api_key.id",
+            unless a ledger provides one.
 
     Raises:
         ValueError: a setting out of range, an unknown opt-in attribute, "llm.api_key.id"
-            without a secret, a price file that cannot be read, or a meter that already has
-            a tracker.
+            without a secret, a secret other than the one the ledger's key ids are made
+            with, a price file that cannot be read, or a meter that already has a tracker.
 
     Example:
         >>> from opentelemetry.sdk.metrics import MeterProvider
@@ -149,19 +151,18 @@ class TokenTracker:
                 f"{sorted(n.OPT_IN_ATTRIBUTES)}"
             )
             raise ValueError(msg)
-        fingerprint: KeyFingerprinter | None = None
+        if ledger is not None and not isinstance(ledger, UsageLedger):
+            msg = f"ledger must be a UsageLedger, got {type(ledger).__name__}"
+            raise ValueError(msg)
         secret = api_key_secret if api_key_secret is not None else os.environ.get(SECRET_ENV)
-        if secret:
-            fingerprint = KeyFingerprinter(secret)
-        elif n.API_KEY_ID in opt_in:
+        fingerprint = KeyFingerprinter(secret) if secret else None
+        if ledger is not None:  # one fingerprinter for both, or one key gets two ids
+            fingerprint = ledger._share_keys(fingerprint)
+        if fingerprint is None and n.API_KEY_ID in opt_in:
             msg = (
                 f"{n.API_KEY_ID} needs a secret to fingerprint keys with: pass api_key_secret= "
                 f"or set {SECRET_ENV}"
             )
-            raise ValueError(msg)
-
-        if ledger is not None and not isinstance(ledger, UsageLedger):
-            msg = f"ledger must be a UsageLedger, got {type(ledger).__name__}"
             raise ValueError(msg)
         self._ledger = ledger
         _claim_meter(meter)
@@ -193,7 +194,7 @@ class TokenTracker:
         self._snapshot: _Snapshot | None = None
         self.flush_into_ledger = self._handoff.drain
         if ledger is not None:
-            ledger._attach(self, fingerprint)
+            ledger._attach(self)
         for counter in (*spec.USAGE_COUNTERS, *spec.SELF_COUNTERS):
             meter.create_observable_counter(
                 counter.name,
