@@ -12,8 +12,9 @@ close it, so the chunks are only kept:
 - otherwise (events cut across chunks, a compressed body) every chunk, and every
   `LATER_BYTES` all but the last few events are let go unread.
 
-A JSON body is kept (bounded). The closing events and JSON bodies are read on the tracker's
-consumer thread, off the request path.
+A JSON body is kept whole while small, and only its two ends once large (`_body_ends`).
+The closing events and JSON bodies are read on the tracker's consumer thread, off the
+request path.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
+from otel_tokens._body_ends import BodyEnds
 from otel_tokens._http_route import Route
 from otel_tokens._usage import Usage
 from otel_tokens.providers import _anthropic, _bedrock, _gemini, _openai
@@ -42,13 +44,13 @@ from otel_tokens.providers._stream import (
     StreamAccumulator,
 )
 
-#: A JSON response bigger than this is not kept for its usage (flagged `missing`).
-MAX_JSON_BYTES = 64 * 1024 * 1024
-#: JSON bodies bigger than this are searched for their usage instead of parsed whole; only
-#: their first and last bytes are kept for that.
-_PARSE_WHOLE_LIMIT = 256 * 1024
-_LARGE_BODY_HEAD = 4 * 1024
-_LARGE_BODY_TAIL = 64 * 1024
+#: How much a compressed body may decode to at most, for our copy: a gzip bomb of a few
+#: kilobytes must not cost the caller's thread gigabytes of work (flagged `missing`).
+MAX_DECODED_BYTES = 1024 * 1024 * 1024
+#: The most one chunk may decode to in one piece (a bomb in one chunk, bounded too).
+_DECODED_PIECE = 1024 * 1024
+#: The most a stream's chunk may decode to (its events are parsed: kept small).
+_MAX_DECODED_CHUNK = 16 * 1024 * 1024
 #: How many bytes the caller's loop adds to `ResponseMeter.later` between `on_later()` calls.
 LATER_BYTES = 64 * 1024
 #: How many of an event-aligned stream's last chunks are read (`ResponseMeter.ring` keeps
@@ -98,15 +100,20 @@ def error_type_of_exception(exc: BaseException) -> str:
     return "timeout" if "Timeout" in name else name
 
 
+Step = Callable[[bytes], Iterator[bytes]]
+
+
 class _Decoder:
-    """Undo the response's Content-Encoding for our copy (the caller still gets raw bytes)."""
+    """Undo the response's Content-Encoding for our copy (the caller still gets raw bytes),
+    in pieces of at most a MiB, and no more than MAX_DECODED_BYTES in all."""
 
     def __init__(self, encoding: str) -> None:
         self.failed = False
-        self._steps: list[Callable[[bytes], bytes]] = []
+        self._decoded = 0
+        self._steps: list[Step] = []
         for name in reversed([e.strip().lower() for e in encoding.split(",") if e.strip()]):
             if name in ("gzip", "x-gzip", "deflate"):
-                self._steps.append(zlib.decompressobj(zlib.MAX_WBITS | 32).decompress)
+                self._steps.append(_zlib_step())
             elif name == "br":
                 step = _brotli_step()
                 if step is None:
@@ -116,19 +123,65 @@ class _Decoder:
             elif name != "identity":
                 self.failed = True
 
+    def pieces(self, chunk: bytes) -> Iterator[bytes]:
+        """The decoded bytes of `chunk`, a piece at a time.
+
+        Raises:
+            ValueError: the body decodes to more than MAX_DECODED_BYTES.
+        """
+        for piece in self._through(chunk, 0):
+            self._decoded += len(piece)
+            if self._decoded > MAX_DECODED_BYTES:
+                msg = f"the body decodes to more than {MAX_DECODED_BYTES} bytes"
+                raise ValueError(msg)
+            yield piece
+
+    def _through(self, data: bytes, step: int) -> Iterator[bytes]:
+        if step == len(self._steps):
+            yield data
+            return
+        for piece in self._steps[step](data):
+            yield from self._through(piece, step + 1)
+
     def __call__(self, chunk: bytes) -> bytes:
-        for step in self._steps:
-            chunk = step(chunk)
-        return chunk
+        """The decoded bytes of one chunk of a stream (at most 16 MiB).
+
+        Raises:
+            ValueError: they are more.
+        """
+        pieces, size = [], 0
+        for piece in self.pieces(chunk):
+            size += len(piece)
+            if size > _MAX_DECODED_CHUNK:
+                msg = f"a chunk decodes to more than {_MAX_DECODED_CHUNK} bytes"
+                raise ValueError(msg)
+            pieces.append(piece)
+        return b"".join(pieces)
 
 
-def _brotli_step() -> Callable[[bytes], bytes] | None:
+def _zlib_step() -> Step:
+    decompressor = zlib.decompressobj(zlib.MAX_WBITS | 32)
+
+    def step(data: bytes) -> Iterator[bytes]:
+        piece = decompressor.decompress(data, _DECODED_PIECE)
+        while piece:
+            yield piece
+            rest = decompressor.unconsumed_tail
+            piece = decompressor.decompress(rest, _DECODED_PIECE) if rest else b""
+
+    return step
+
+
+def _brotli_step() -> Step | None:
     try:
         import brotli  # type: ignore[import-not-found]
     except ImportError:
         return None
     decompressor = brotli.Decompressor()
-    step: Callable[[bytes], bytes] = decompressor.process
+
+    def step(data: bytes) -> Iterator[bytes]:
+        yield decompressor.process(data)
+
     return step
 
 
@@ -172,8 +225,7 @@ class ResponseMeter:
         self._streaming = "text/event-stream" in content_type.lower()
         self._sse: SSEParser | None = None
         self._stream: StreamAccumulator | None = None
-        self._chunks: list[bytes] = []
-        self._size = 0
+        self._body = BodyEnds()  # of a JSON response
         self._unreadable = route.unreadable_stream or (
             self._decoder is not None and self._decoder.failed
         )
@@ -210,19 +262,19 @@ class ResponseMeter:
         if self._unreadable or self._read_all:
             return
         try:
-            if self._decoder is not None:
-                chunk = self._decoder(chunk)
             if self._sse is not None:
+                if self._decoder is not None:
+                    chunk = self._decoder(chunk)
                 self._aligned = self._aligned and chunk.endswith(_EVENT_ENDS)
                 self._events(self._sse.feed(chunk))
+            elif self._decoder is not None:
+                for piece in self._decoder.pieces(chunk):
+                    self._body.add(piece)
             else:
-                self._size += len(chunk)
-                if self._size > MAX_JSON_BYTES:
-                    self._unreadable, self._chunks = True, []
-                else:
-                    self._chunks.append(chunk)
+                self._body.add(chunk)
         except Exception:
-            self._unreadable, self._chunks = True, []
+            self._unreadable = True
+            self._body.clear()
 
     def _events(self, events: list[tuple[str | None, bytes]]) -> None:
         """Hand parsed events to the accumulator; switch to reading later once it can."""
@@ -328,9 +380,6 @@ class ResponseMeter:
             self._done = True
         at = time.perf_counter()
         with contextlib.suppress(Exception):  # metering must never break the caller's request
-            if self._stream is None and self._size > _PARSE_WHOLE_LIMIT:
-                with self._lock:  # hold its ends only, not megabytes, while it is queued
-                    self._chunks = [_ends_of(b"".join(self._chunks))]
             self._record_later(partial(self._usage, ended, error_type, at))
 
     def _usage(self, ended: str | None, error_type: str | None, at: float) -> Usage:
@@ -347,7 +396,7 @@ class ResponseMeter:
         status = ended
         if status is None:  # closed: complete if the provider's last event had arrived
             complete = self._saw_done_marker or (self._stream is not None and self._stream.final)
-            if self._stream is None and self._chunks:
+            if self._stream is None and self._body.size:
                 complete = True  # a JSON body closed after being read; parsed below
             status = "success" if complete else "canceled"
         if self._status_code >= 400 and status == "success":
@@ -369,10 +418,9 @@ class ResponseMeter:
         fields["latency_s"] = max(0.0, at - self._started)
         fields["streamed"] = self._streaming
         normalize = _NORMALIZERS[self._route.wire]
-        body = b"".join(self._chunks)
-        self._chunks = []
-        large = self._size > _PARSE_WHOLE_LIMIT
-        parsed = None if self._unreadable else _parse_json(body, self._route.wire, whole=not large)
+        body, whole = self._body.bytes(), self._body.whole
+        self._body.clear()
+        parsed = None if self._unreadable else _parse_json(body, self._route.wire, whole=whole)
         usage = normalize(parsed, **fields)
         if self._unreadable and status != "error":
             return _with_problem(usage, "missing")
@@ -396,11 +444,6 @@ def _copy(ring: deque[bytes]) -> list[bytes]:
         except RuntimeError:
             continue
     return list(ring)
-
-
-def _ends_of(body: bytes) -> bytes:
-    """What a large JSON body's usage is read from: its start (the model) and end (usage)."""
-    return body[:_LARGE_BODY_HEAD] + b" " + body[-_LARGE_BODY_TAIL:]
 
 
 def _parse_json(body: bytes, wire: str, *, whole: bool) -> Any:
