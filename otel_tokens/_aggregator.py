@@ -24,7 +24,7 @@ from otel_tokens import _names as n
 from otel_tokens._pricing import PICO_PER_USD, PriceTable
 from otel_tokens._series import Series, SeriesTable
 from otel_tokens._text import shown
-from otel_tokens._usage import Usage, find_fault
+from otel_tokens._usage import Usage, find_fault, plain_text
 from otel_tokens._warn import WarnOnce
 
 if TYPE_CHECKING:
@@ -190,6 +190,7 @@ class Aggregator:
     def _fold(self, usage: Usage, context: Context) -> None:
         # Everything that can fail comes before the totals change, so a record that fails is
         # either wholly in the counters or counted as dropped, never both.
+        usage = plain_text(usage)  # before any label is hashed or compared
         table = self._table
         series = table.series_for(usage)
         cost = self._prices.cost_pico(usage)

@@ -452,7 +452,7 @@ def _parse_json(body: bytes, wire: str, *, whole: bool) -> Any:
     if whole:
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
             return None
     found: dict[str, Any] = {}
     for key in _LARGE_BODY_KEYS[wire]:
@@ -474,7 +474,7 @@ def _find_top_level(body: bytes, key: bytes, *, last: bool) -> Any:
         try:
             text = body[match.end() : end].decode("utf-8", "ignore")
             value, _ = json.JSONDecoder().raw_decode(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         return value
     return None

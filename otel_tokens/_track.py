@@ -135,14 +135,10 @@ class TrackedRequest:
             return
         self._finished = True
         ended = time.perf_counter()
-        status, error_type = self.status, self.error_type
-        if status == "success" and error_type:
-            status = "error"  # naming the failure is how a block that does not raise fails
-        if isinstance(exc, Exception):
-            status = "error"
-            error_type = error_type or type(exc).__name__
-        elif exc is not None:
-            status = "canceled"
+        try:
+            status, error_type = _outcome(self.status, self.error_type, exc)
+        except Exception:  # a status whose == raises: record() judges it (and drops it)
+            status, error_type = self.status, self.error_type
         ttft = None if self._first_token_at is None else self._first_token_at - self._started
         self._record(
             Usage(
@@ -157,7 +153,7 @@ class TrackedRequest:
                 reasoning_tokens=self.reasoning_tokens,
                 system_tokens=self.system_tokens,
                 status=status,
-                error_type=error_type if status != "success" else None,
+                error_type=error_type,
                 latency_s=ended - self._started,
                 time_to_first_token_s=ttft,
                 streamed=self.streamed,
@@ -169,3 +165,18 @@ class TrackedRequest:
                 server_address=self.server_address,
             )
         )
+
+
+def _outcome(
+    status: str, error_type: str | None, exc: BaseException | None
+) -> tuple[str, str | None]:
+    """The status and error type of a block that set `status` and `error_type` and ended
+    with `exc`."""
+    if status == "success" and error_type:
+        status = "error"  # naming the failure is how a block that does not raise fails
+    if isinstance(exc, Exception):
+        status = "error"
+        error_type = error_type or type(exc).__name__
+    elif exc is not None:
+        status = "canceled"
+    return status, error_type if status != "success" else None

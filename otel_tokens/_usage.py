@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 from otel_tokens._names import STATUSES, USAGE_PROBLEMS
 from otel_tokens._text import shown
@@ -120,6 +120,30 @@ def _is_seconds(value: object) -> bool:
 
 def find_fault(usage: object) -> Fault | None:
     """Return the first rule `usage` breaks, or None when it can be recorded as it is."""
+    try:
+        return _find_fault(usage)
+    except Exception as exc:  # a field whose ==, hash or len raises: it cannot be checked
+        return Fault(
+            "bad_label", f"a field of the Usage cannot be read or compared: {type(exc).__name__}"
+        )
+
+
+#: The fields that hold text, which series, caches and exporters hash and compare.
+_TEXT_FIELDS = (*_REQUIRED_LABELS, *_OPTIONAL_LABELS, "status", "usage_problem", "api_key")
+
+
+def plain_text(usage: Usage) -> Usage:
+    """`usage` with every text field an exact `str`. A str subclass may define its own ==,
+    hash and str, which may raise or lie; copies of the characters cannot."""
+    changed: dict[str, Any] = {}
+    for name in _TEXT_FIELDS:
+        value = getattr(usage, name)
+        if type(value) is not str and isinstance(value, str):
+            changed[name] = str.__str__(value)
+    return replace(usage, **changed) if changed else usage
+
+
+def _find_fault(usage: object) -> Fault | None:
     if not isinstance(usage, Usage):
         return Fault("not_usage", f"record() takes a Usage, got {type(usage).__name__}")
     for name in _REQUIRED_LABELS:

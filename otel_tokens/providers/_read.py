@@ -107,7 +107,12 @@ class Counts:
         return get(obj, *names) is not None
 
     def settle(self) -> None:
-        """Make the parts fit their totals; a provider that broke that rule is `malformed`."""
+        """Make the parts fit their totals, and the totals fit `MAX_TOKENS` (counts each in
+        range may add up past it); a provider that broke either rule is `malformed`."""
+        for total in ("input", "output"):
+            if getattr(self, total) > MAX_TOKENS:
+                setattr(self, total, MAX_TOKENS)
+                self.malformed = True
         if self.cache_write_1h > self.cache_write:
             self.cache_write_1h, self.malformed = self.cache_write, True
         if self.cache_read + self.cache_write > self.input:
