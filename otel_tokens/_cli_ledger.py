@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with _open(args) as ledger:
             return _COMMANDS[args.command](ledger, args)
+    except BrokenPipeError:  # the reader went away: the caller stops quietly
+        raise
     except (CommandError, ValueError, ImportError, OSError) as exc:
         print(f"otel-tokens {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -416,7 +416,10 @@ class ResponseMeter:
                 return _with_problem(usage, "partial" if seen else "missing")
             return usage
         fields["latency_s"] = max(0.0, at - self._started)
-        fields["streamed"] = self._streaming
+        # An error answers a streamed request with JSON: it still asked to stream.
+        fields["streamed"] = self._streaming or (
+            self._status_code >= 400 and self._route.asked_to_stream()
+        )
         normalize = _NORMALIZERS[self._route.wire]
         body, whole = self._body.bytes(), self._body.whole
         self._body.clear()

@@ -11,7 +11,7 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 #: Host suffix → `gen_ai.provider.name`.
@@ -53,11 +53,28 @@ class Route:
     #: The model named in the path (Gemini, Bedrock, an Azure deployment), if any.
     path_model: str | None
     server_address: str | None
-    api_key: str | None
+    #: A secret: never in the repr (the transport hands on only its fingerprint).
+    api_key: str | None = field(repr=False)
     #: The response is a stream this package cannot read (Bedrock's binary event stream).
     unreadable_stream: bool = False
-    #: The request's body, where OpenAI and Anthropic requests name their model.
-    body: bytes | None = None
+    #: The request's body, where OpenAI and Anthropic requests name their model (and whose
+    #: prompt is the caller's business: not in the repr either).
+    body: bytes | None = field(default=None, repr=False)
+    #: The path says the response streams (Gemini's streamGenerateContent, Bedrock's
+    #: converse-stream); OpenAI and Anthropic say so in the body.
+    stream_path: bool = False
+
+    def asked_to_stream(self) -> bool:
+        """Whether the request asked for a streamed response (off the request path too:
+        the body may be long)."""
+        if self.stream_path:
+            return True
+        if not self.body or self.wire not in ("openai", "anthropic"):
+            return False
+        try:
+            return _body_streams(self.body)
+        except Exception:  # RecursionError from a deeply nested body, and the like
+            return False
 
     def request_model(self) -> str | None:
         """The model the request asked for. Finding it in a body of many kilobytes takes
@@ -98,6 +115,7 @@ def recognise(
         api_key=_api_key(headers, query),
         unreadable_stream=unreadable,
         body=body or None,
+        stream_path=path.rstrip("/").endswith((":streamGenerateContent", "/converse-stream")),
     )
 
 
@@ -146,6 +164,20 @@ def _body_model(body: bytes) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
+
+
+_STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
+
+
+def _body_streams(body: bytes) -> bool:
+    if len(body) <= _PARSE_LIMIT:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return False
+        return isinstance(parsed, dict) and parsed.get("stream") is True
+    # A long prompt: a bare `"stream": true` is a key, since quotes inside strings are escaped.
+    return _STREAM_TRUE.search(body) is not None
 
 
 def _api_key(headers: Mapping[str, str], query: str) -> str | None:

@@ -730,8 +730,8 @@ class UsageLedger:
         if fingerprint is None:
             msg = (
                 f"the ledger {self.target!r} made its key ids with a secret this process was "
-                f"not given, so an API key cannot be looked up: set {SECRET_ENV}, or ask by "
-                "key id"
+                f"not given, so an API key cannot be looked up: set {SECRET_ENV}, or look it "
+                "up by its key id (key_id=, or --key-id on the command line)"
             )
             raise MissingSecretError(msg)
         return fingerprint(api_key)

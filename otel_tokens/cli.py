@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -25,6 +26,28 @@ def _positive(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        msg = f"must be a port number from 0 to 65535 (0: any free one), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"must be a whole number >= 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otel-tokens", description="OpenTelemetry metrics for LLM token usage."
@@ -41,11 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     length.add_argument("--duration", type=_positive, default=15.0, help="seconds (default 15)")
     length.add_argument("--forever", action="store_true", help="run until Ctrl-C")
     demo.add_argument("--host", default="127.0.0.1", help="Prometheus address (default 127.0.0.1)")
-    demo.add_argument("--port", type=int, default=9464, help="Prometheus port (default 9464)")
+    demo.add_argument("--port", type=_port, default=9464, help="Prometheus port (default 9464)")
     demo.add_argument(
         "--otlp", action="store_true", help="also push OTLP, per OTEL_EXPORTER_OTLP_* variables"
     )
-    demo.add_argument("--concurrency", type=int, default=16, help="clients at once (default 16)")
+    demo.add_argument("--concurrency", type=_count, default=16, help="clients at once (default 16)")
     demo.add_argument("--seed", type=int, default=None, help="repeatable traffic")
     demo.add_argument(
         "--ledger",
@@ -66,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"the workers' directory (default ${MULTIPROC_ENV})",
     )
     serve.add_argument("--host", default=None, help="address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 9464; 0: any free)")
+    serve.add_argument("--port", type=_port, default=None, help="port (default 9464; 0: any free)")
     add_ledger_commands(commands)
     return parser
 
@@ -101,12 +124,25 @@ def _serve_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader_went_away() -> int:
+    """What a Unix tool does when the command reading its output exits (`| head`): stop,
+    say nothing, and exit as killed by SIGPIPE. Standard output is pointed at /dev/null
+    first, or Python would complain when it flushes it at exit."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s %(message)s")
     if args.command in LEDGER_COMMANDS:
-        return run_ledger_command(args)
+        try:
+            return run_ledger_command(args)
+        except BrokenPipeError:
+            return _reader_went_away()
     if args.command == "serve-metrics":
         return _serve_metrics(args)
     if args.command == "demo":

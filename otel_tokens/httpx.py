@@ -244,7 +244,8 @@ class _Base:
 def _failure_usage(route: Route, values: dict[str, Any]) -> Usage:
     """The `Usage` of a request that got no response (made on the consumer thread)."""
     model = route.request_model()
-    return Usage(model=model or UNKNOWN_MODEL, request_model=model, **values)
+    return Usage(model=model or UNKNOWN_MODEL, request_model=model,
+                 streamed=route.asked_to_stream(), **values)  # fmt: skip
 
 
 #: (metering mixin, library base class) → the class that combines them.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import httpx2
@@ -71,3 +72,58 @@ def test_the_other_librarys_transport_is_refused_with_the_fix(
     ):
         client.post(server.base_url + "/v1/embeddings", json={})
     assert metrics.value("llm.requests") == 0  # a setup mistake, not an LLM request
+
+
+def _openai(server: FakeProviders, metrics: InMemoryMetrics, base_url: str | None = None) -> Any:
+    import openai
+
+    client = httpx2.Client(transport=MeteredTransport(metrics.tracker))
+    return openai.OpenAI(api_key="sk-test", base_url=base_url or server.base_url + "/v1",
+                         max_retries=0, http_client=client)  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_failed_request_keeps_whether_it_asked_to_stream(
+    server: FakeProviders, stream: bool
+) -> None:
+    import anthropic
+    import openai
+
+    metrics = InMemoryMetrics()
+    with pytest.raises(openai.RateLimitError):
+        _openai(server, metrics).chat.completions.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": "hi"}], stream=stream,
+            extra_headers={"x-test-behavior": "429"},
+        )  # fmt: skip
+    claude = anthropic.Anthropic(
+        api_key="sk-test", base_url=server.base_url, max_retries=0,
+        http_client=httpx2.Client(transport=MeteredTransport(metrics.tracker)),
+    )  # fmt: skip
+    with pytest.raises(anthropic.RateLimitError):
+        claude.messages.create(
+            model="claude-sonnet-4-5", max_tokens=10, stream=stream,
+            messages=[{"role": "user", "content": "hi"}], extra_headers={"x-test-behavior": "429"},
+        )  # fmt: skip
+    gemini = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    with httpx2.Client(transport=MeteredTransport(metrics.tracker)) as client:
+        client.post(f"{server.base_url}/v1beta/models/gemini-2.5-flash:{gemini}", json={},
+                    headers={"x-test-behavior": "429"})  # fmt: skip
+    assert metrics.value("llm.requests", error_type="rate_limited", streaming=stream) == 3
+    assert metrics.value("llm.requests", streaming=not stream) == 0
+
+
+def test_a_stream_whose_connection_fails_is_labelled_streamed() -> None:
+    import socket
+
+    import openai
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics = InMemoryMetrics()
+    client = _openai(None, metrics, base_url=f"http://127.0.0.1:{port}/v1")  # type: ignore[arg-type]
+    with pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    assert metrics.value("llm.requests", status="error", streaming=True) == 1
