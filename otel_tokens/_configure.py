@@ -161,6 +161,22 @@ def _resource(service_name: str | None, attributes: Mapping[str, Any] | None) ->
     return Resource.create(explicit)
 
 
+class CannotServeError(OSError):
+    """The Prometheus endpoint cannot listen where it was asked to."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        self.where = f"{host}:{port}"
+        self.reason = str(cause.strerror or cause)
+        super().__init__(cause.errno, self.says("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT"))
+
+    def says(self, *fixes: str) -> str:
+        """The message, naming `fixes` as where to give another port."""
+        return (
+            f"cannot serve Prometheus metrics on {self.where}: {self.reason}; pass another "
+            f"{' or set '.join(fixes)} (0 picks a free port)"
+        )
+
+
 class _PrometheusServer:
     """A pull endpoint serving one reader's own registry (never prometheus_client's global one)."""
 
@@ -181,12 +197,7 @@ class _PrometheusServer:
             self._server = ScrapeServer(host, port, registry)
         except OSError as exc:
             self.reader.shutdown()
-            msg = (
-                f"cannot serve Prometheus metrics on {host}:{port}: {exc.strerror or exc}; "
-                "pass another prometheus_port (0 picks a free one) or set "
-                "OTEL_EXPORTER_PROMETHEUS_PORT"
-            )
-            raise OSError(exc.errno, msg) from exc
+            raise CannotServeError(host, port, exc) from exc
         bound_host, bound_port = str(self._server.server_address[0]), self._server.server_address[1]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"http://{shown}:{bound_port}/metrics"

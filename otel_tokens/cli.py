@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from otel_tokens._cli_ledger import COMMANDS as LEDGER_COMMANDS
 from otel_tokens._cli_ledger import add_commands as add_ledger_commands
 from otel_tokens._cli_ledger import run as run_ledger_command
-from otel_tokens._configure import MULTIPROC_ENV
+from otel_tokens._configure import MULTIPROC_ENV, CannotServeError
 from otel_tokens._version import __version__
 
 
@@ -111,7 +111,7 @@ def _serve_metrics(args: argparse.Namespace) -> int:
         check_directory(args.dir, source)  # first, so that its error names the option
         server = WorkerMetricsServer(args.dir, host=args.host, port=args.port)
     except (OSError, ImportError, ValueError) as exc:
-        print(f"otel-tokens serve-metrics: error: {exc}", file=sys.stderr)
+        print(f"otel-tokens serve-metrics: error: {_said(exc)}", file=sys.stderr)
         return 2
     print(f"serving the sum of the worker metrics in {args.dir} at {server.url}", flush=True)
     try:
@@ -122,6 +122,13 @@ def _serve_metrics(args: argparse.Namespace) -> int:
     finally:
         server.close()
     return 0
+
+
+def _said(exc: BaseException) -> str:
+    """An error's message in the command line's words (its flags, not Python arguments)."""
+    if isinstance(exc, CannotServeError):
+        return exc.says("--port")
+    return str(exc)
 
 
 def _reader_went_away() -> int:
@@ -159,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ledger=args.ledger,
             )
         except (OSError, ImportError, ValueError) as exc:
-            print(f"otel-tokens demo: error: {exc}", file=sys.stderr)
+            print(f"otel-tokens demo: error: {_said(exc)}", file=sys.stderr)
             return 2
     return 0
 

@@ -94,3 +94,20 @@ def test_looking_up_a_key_without_the_secret_names_the_flags(tmp_path: Path) -> 
     assert "set OTEL_TOKENS_API_KEY_SECRET" in done.stderr
     assert "--key-id" in done.stderr
     assert "sk-1" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["demo", "--duration", "1"], ["serve-metrics", "--dir", "."]])
+def test_a_port_in_use_names_the_flag(command: list[str], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([*CLI, *command, "--port", str(port)], capture_output=True,
+                              text=True, cwd=tmp_path, check=False, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert done.returncode == 2
+    assert f"cannot serve Prometheus metrics on 127.0.0.1:{port}" in done.stderr
+    assert "pass another --port (0 picks a free port)" in done.stderr, done.stderr
+    assert "prometheus_port" not in done.stderr
