@@ -14,7 +14,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from otel_tokens._shutdown import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, run_within, shutdown_timeout
+from otel_tokens._shutdown import (
+    DEFAULT_TIMEOUT_S,
+    TIMEOUT_ENV,
+    exit_budget,
+    run_within,
+    shutdown_timeout,
+)
 from otel_tokens._tracker import TokenTracker
 from otel_tokens._version import __version__
 from otel_tokens._warn import logger
@@ -291,7 +297,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self._shut_down = False
         self._pid = os.getpid()
-        atexit.register(self.shutdown)
+        atexit.register(self._shutdown_at_exit)
         _live_telemetries.add(self)
 
     @property
@@ -368,7 +374,7 @@ class Telemetry:
             if self._shut_down:
                 return True
             self._shut_down = True
-        atexit.unregister(self.shutdown)
+        atexit.unregister(self._shutdown_at_exit)
         timeout = self._timeout_s if timeout_s is None else shutdown_timeout(timeout_s, "timeout_s")
         marks = [(exporter, exporter.mark()) for exporter in self._exporters]
         millis = round(timeout * 1000)
@@ -390,6 +396,9 @@ class Telemetry:
                 TIMEOUT_ENV,
             )
         return done and not unsettled
+
+    def _shutdown_at_exit(self) -> None:
+        self.shutdown(timeout_s=exit_budget(self._timeout_s))
 
     def __enter__(self) -> Telemetry:
         return self

@@ -31,7 +31,7 @@ from otel_tokens._ledger_snapshot import MERGE_BATCH, read_snapshot, write_snaps
 from otel_tokens._ledger_store import Row, Store
 from otel_tokens._meters import MeterSpec, MeterTotals, meter_spec
 from otel_tokens._pricing import PriceTable
-from otel_tokens._shutdown import shutdown_timeout
+from otel_tokens._shutdown import exit_budget, shutdown_timeout
 from otel_tokens._text import safe_label, said
 from otel_tokens._usage import Usage, find_fault
 from otel_tokens._warn import WarnOnce, logger
@@ -419,11 +419,19 @@ class UsageLedger:
             with self._cond:
                 left = len(self._queue)
                 self._queue.clear()
-            why = (
-                f"the ledger was closed after waiting {timeout_s:g} s for {self.target!r} to "
-                "take them (a batch being written then may be lost too)"
-            )
-            self._drop("ledger_closed", why, left)
+            if left:
+                why = (
+                    f"the ledger was closed after waiting {timeout_s:g} s for {self.target!r} "
+                    "to take them (a batch being written then may be lost too)"
+                )
+                self._drop("ledger_closed", why, left)
+            else:
+                logger.warning(
+                    "otel_tokens: the usage ledger was closed after waiting %g s for %r to "
+                    "take the batch being written; it may be lost",
+                    timeout_s,
+                    self.target,
+                )
             return False
         while self._queue:  # no writer (a forked child's): write here
             self._write_some()
@@ -767,6 +775,6 @@ def _close_at_exit(ref: weakref.ref[UsageLedger]) -> None:
     ledger = ref()
     if ledger is not None:
         try:
-            ledger.close(timeout_s=ledger._exit_timeout_s)
+            ledger.close(timeout_s=exit_budget(ledger._exit_timeout_s))
         except Exception:
             logger.exception("otel_tokens: closing the usage ledger at exit failed")

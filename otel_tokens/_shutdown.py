@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,6 +22,23 @@ DEFAULT_TIMEOUT_S = 5.0
 TIMEOUT_ENV = "OTEL_TOKENS_SHUTDOWN_TIMEOUT"
 
 T = TypeVar("T")
+#: Of the timeout at interpreter exit, what is left for the interpreter's own teardown.
+_EXIT_MARGIN_S = 0.25
+_exit_started: float | None = None
+_exit_lock = threading.Lock()
+
+
+def exit_budget(timeout_s: float) -> float:
+    """The seconds left for one step of interpreter exit (telemetry, each ledger): every
+    step that waits shares one timeout, counted from the first, so the whole exit ends
+    within it however many there are."""
+    global _exit_started  # noqa: PLW0603 - one clock for the one exit of the process
+    with _exit_lock:
+        now = time.monotonic()
+        if _exit_started is None:
+            _exit_started = now
+        left = timeout_s - _EXIT_MARGIN_S - (now - _exit_started)
+    return max(0.01, left)
 
 
 def shutdown_timeout(value: float | None, source: str = "shutdown_timeout_s") -> float:

@@ -9,6 +9,7 @@ disk, SIGKILL, fork) are not repeated here.
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from otel_tokens import _ledger_sqlite as ledger_sqlite
 from otel_tokens._ledger import MissingSecretError
 from otel_tokens._pricing import ModelPrice
 from otel_tokens.testing import InMemoryMetrics
-from tests.conftest import POSTGRES, SECRET, postgres_schema
+from tests.conftest import POSTGRES, ROOT, SECRET, postgres_schema
 from tests.reliability.tcp_proxy import TcpProxy
 from tests.test_ledger_reliability import _check_consistent, _mounted
 
@@ -399,3 +400,46 @@ def test_a_damaged_settings_row_is_a_clear_setup_error(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(ValueError, match="damaged 'api_key_secret' setting"):
         UsageLedger(path)
+
+
+EXIT_CHILD = """
+import socket, sys
+from otel_tokens import TokenTracker, Usage, UsageLedger, configure
+ledger = UsageLedger(sys.argv[2], api_key_secret="a-test-secret-of-enough-bytes",
+                     flush_interval_s=60)
+telemetry = configure(exporters="otlp", otlp_endpoint=sys.argv[1], export_interval_s=0.2)
+tracker = telemetry.tracker(ledger=ledger)
+for n in range(1000):
+    tracker.record(Usage(provider="openai", model="gpt-4o-mini", input_tokens=1))
+print("stall now", flush=True)
+sys.stdin.readline()
+print("exiting", flush=True)
+"""
+
+
+def test_a_process_exits_within_one_timeout_with_both_its_collector_and_database_stuck(
+    proxied: tuple[str, TcpProxy],
+) -> None:
+    url, proxy = proxied
+    url = url.replace("&tcp_user_timeout=1000", "")  # stuck on the database for 30 s
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    env = {**os.environ, "OTEL_TOKENS_SHUTDOWN_TIMEOUT": "2", "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", EXIT_CHILD, dead, url], env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "stall now"
+        proxy.stall()  # the ledger's database stops answering too
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "exiting"
+        started = time.monotonic()
+        child.wait(60)
+        took = time.monotonic() - started
+    finally:
+        child.kill()
+        proxy.restore()
+    assert child.returncode == 0
+    assert took < 2.0 + 1.0  # one timeout for both (each its own would be 4 s), and a margin
