@@ -94,5 +94,7 @@ def _ids_fault(meter: str, **ids: object) -> str | None:
     """Why the key and idempotency key of an event cannot be taken; None if they can."""
     for name, value in ids.items():
         if value is not None and not isinstance(value, str):
-            return f"meter {meter!r}: {name} must be a str or None, got {shown(value)}"
+            # A key is a secret: name its type, never the value.
+            got = type(value).__name__ if name == "api_key" else shown(value)
+            return f"meter {meter!r}: {name} must be a str or None, got {got}"
     return None

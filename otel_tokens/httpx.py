@@ -194,8 +194,8 @@ class _Base:
         extra = request.extensions.get(EXTENSION) if hasattr(request, "extensions") else None
         if isinstance(extra, Mapping):
             for name, value in extra.items():
-                if name == "api_key":
-                    api_key = value if isinstance(value, str) else None
+                if name == "api_key":  # bytes too: ASGI servers hand headers over so
+                    api_key = _text_key(value)
                 elif name in _PER_REQUEST:
                     fields[name] = value
         # The raw key goes no further than here: the tracker gets its keyed fingerprint.
@@ -239,6 +239,15 @@ class _Base:
             content_encoding=headers.get("content-encoding", ""),
             fields=self._fields(route, request),
         )
+
+
+def _text_key(value: object) -> str | None:
+    """An API key given as str or bytes, as str (the same key either way gets one id)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return None
 
 
 def _failure_usage(route: Route, values: dict[str, Any]) -> Usage:

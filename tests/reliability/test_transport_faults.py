@@ -127,3 +127,15 @@ def test_a_stream_whose_connection_fails_is_labelled_streamed() -> None:
             model="gpt-4.1", messages=[{"role": "user", "content": "x"}], stream=True
         )
     assert metrics.value("llm.requests", status="error", streaming=True) == 1
+
+
+def test_a_key_in_the_extension_as_bytes_gets_the_same_id_as_the_same_key_as_str(
+    server: FakeProviders,
+) -> None:
+    metrics = InMemoryMetrics(opt_in_attributes=["llm.api_key.id"], api_key_secret="s" * 32)
+    with httpx2.Client(transport=MeteredTransport(metrics.tracker)) as client:
+        for key in ("sk-caller-1", b"sk-caller-1"):  # ASGI servers hand headers over as bytes
+            client.post(server.base_url + "/v1/embeddings", json={"model": "m"},
+                        extensions={"otel_tokens": {"api_key": key}})  # fmt: skip
+    [point] = metrics.points("llm.requests")
+    assert point.value == 2 and point.attributes["llm.api_key.id"]
