@@ -13,7 +13,8 @@ Each part prints lines `name: value` and a short note:
   SQLite and PostgreSQL, and what the kill at the end really lost;
 - endpoint: 200 concurrent scrapes (served, with exact totals), and a scrape behind 500
   connections that never finish their request; the endpoint's threads;
-- bad input: valid records lost beside a bad one, and failed scrapes after hostile labels.
+- bad input: valid records lost beside a bad one, and failed scrapes after hostile labels;
+- big body: the memory allocated while a 100 MB JSON body streams through the transport.
 
 `--quick` runs each part at a small size (what tests/test_bench_faults.py runs).
 """
@@ -329,6 +330,62 @@ def bad_input() -> None:
     telemetry.shutdown()
 
 
+class _Huge(BaseHTTPRequestHandler):
+    """A chat completion of `size` bytes (the `x-size` header), its usage at the end."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        size = int(self.headers["x-size"])
+        head = b'{"model": "gpt-4.1", "choices": [{"message": {"content": "'
+        tail = b'"}}], "usage": {"prompt_tokens": 1234, "completion_tokens": 567}}'
+        piece = b"x" * 65536
+        count = size // len(piece)
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(head) + len(piece) * count + len(tail)))
+        self.end_headers()
+        self.wfile.write(head)
+        for _ in range(count):
+            self.wfile.write(piece)
+        self.wfile.write(tail)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def big_body(size: int) -> None:
+    """The memory allocated while a huge JSON body streams through the transport."""
+    import tracemalloc
+
+    import httpx2
+
+    from otel_tokens.httpx import MeteredTransport
+    from otel_tokens.testing import InMemoryMetrics
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Huge)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    metrics = InMemoryMetrics()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+    with httpx2.Client(transport=MeteredTransport(metrics.tracker)) as client:
+        tracemalloc.start()
+        received = 0
+        with client.stream("POST", url, json={}, headers={"x-size": str(size)}) as reply:
+            for chunk in reply.iter_raw(65536):
+                received += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    metrics.tracker.flush()
+    found = metrics.value("llm.usage.input_tokens") == 1234
+    print(f"a {received / 1e6:.0f} MB JSON body: peak allocated {peak / 1024:.0f} KiB while it "
+          f"streamed through, usage found {found}")  # fmt: skip
+    metrics.shutdown()
+    server.shutdown()
+    server.server_close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
@@ -338,6 +395,7 @@ def main() -> None:
     logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
     parts: list[tuple[str, Callable[[], None]]] = [
         ("bad input", bad_input),
+        ("big body", lambda: big_body(10_000_000 if args.quick else 100_000_000)),
         ("endpoint", lambda: endpoint(20 if args.quick else 200, 50 if args.quick else 500)),
         ("record()", lambda: record_cost(1 if args.quick else 5, 2_000 if args.quick else 40_000)),
         ("SIGKILL", lambda: sigkill_loss([2_000] if args.quick else [5_000, 20_000, 50_000],

@@ -19,6 +19,7 @@ def test_the_fault_benchmark_reports_every_figure() -> None:
     assert "valid records lost beside bad ones: 0 of 400" in out
     assert "failed scrapes after hostile labels: 0 of 20" in out
     assert "20/20 served with exact totals" in out
+    assert re.search(r"a 10 MB JSON body: peak allocated \d+ KiB .* usage found True", out)
     assert re.search(r"never finish: HTTP 200, exact True, \d+ ms; endpoint threads: 2", out)
     for kind in ("down", "stall", "refuse"):
         assert re.search(rf"collector {kind}: [\d.]+ us, ratio to healthy [\d.]+", out)
