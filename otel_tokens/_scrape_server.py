@@ -9,14 +9,17 @@ thread collects once for every scrape that is waiting, so scrapes that arrive to
 share one collection. A scrape is always answered from a collection that began after its
 request arrived, so it never sees data older than itself.
 
-A rendering that fails because of one series (a label value no encoder can take) is done
-again family by family, leaving out only what cannot be encoded, so one hostile value
-never fails a whole scrape.
+The endpoint shares its process's file descriptors with the gateway it lives in, so it
+holds at most a quarter of them, and when the process runs out it stops accepting for a
+moment instead of spinning. A rendering that fails because of one series (a label value no
+encoder can take) is done again family by family, leaving out only what cannot be encoded,
+so one hostile value never fails a whole scrape.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import itertools
 import selectors
@@ -30,7 +33,8 @@ from typing import Any
 from otel_tokens._text import safe_text
 from otel_tokens._warn import WarnOnce
 
-#: Connections held open at once; past it the oldest one still sending its request goes.
+#: Connections held open at once, at most (and at most a quarter of the process's file
+#: descriptors); past it the oldest one not being answered goes.
 MAX_CONNECTIONS = 1024
 #: How long a client may take to send its request once connected (or after its last
 #: response, on a kept-alive connection, once it began sending a new one).
@@ -39,20 +43,41 @@ REQUEST_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 120.0
 #: How long a client may take to read its response.
 WRITE_TIMEOUT_S = 30.0
+#: How long a scrape waits for its collection before its connection is closed (longer than
+#: any Prometheus scrape timeout: a collection that takes this long is stuck).
+RENDER_TIMEOUT_S = 60.0
+#: How long accepting pauses when the process is out of file descriptors.
+_ACCEPT_PAUSE_S = 0.5
 #: The most bytes of request headers taken; a longer request is refused.
 MAX_REQUEST_BYTES = 16 * 1024
 #: Connections the kernel queues before this thread accepts them.
 BACKLOG = 1024
 _RECV_BYTES = 64 * 1024
 _OPENMETRICS_EOF = b"# EOF\n"
+_HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
 
 Encoder = Callable[[Any], bytes]
 
 
-def _choose_encoder(accept: str) -> tuple[Encoder, str]:
-    from prometheus_client.exposition import choose_encoder
+def _connection_cap() -> int:
+    try:
+        import resource
 
-    return choose_encoder(accept)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return MAX_CONNECTIONS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(8, min(MAX_CONNECTIONS, soft // 4))
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """A response: its status line and headers (without Connection), and its body."""
+
+    status: int
+    head: bytes
+    body: bytes
 
 
 @dataclass
@@ -60,7 +85,7 @@ class _Connection:
     sock: socket.socket
     deadline: float
     inbox: bytearray = field(default_factory=bytearray)
-    outbox: memoryview | None = None
+    outbox: list[memoryview] = field(default_factory=list)
     keep_alive: bool = True
     waiting: bool = False  # for a rendering
     head_only: bool = False
@@ -100,6 +125,7 @@ class ScrapeServer:
     def __init__(self, host: str, port: int, registry: Any) -> None:
         self._registry = registry
         self._warn = WarnOnce(limit=64)
+        self._cap = _connection_cap()
         family, kind, proto, _, address = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
@@ -119,13 +145,14 @@ class ScrapeServer:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ, None)
         self._selector.register(self._wake_end, selectors.EVENT_READ, None)
+        self._accepting_again: float | None = None  # when out of descriptors
         self._connections: dict[int, _Connection] = {}
         self._keys = itertools.count(1)
         self._closed = False
         # The renderer's side: scrapes waiting for the next collection, answers ready.
         self._render_lock = threading.Condition()
         self._waiting: list[_Scrape] = []
-        self._answers: list[tuple[int, bytes]] = []
+        self._answers: list[tuple[int, _Reply]] = []
         self._loop = threading.Thread(target=self._serve, name="otel_tokens-scrapes", daemon=True)
         self._renderer = threading.Thread(
             target=self._render_loop, name="otel_tokens-scrape-render", daemon=True
@@ -134,15 +161,16 @@ class ScrapeServer:
         self._renderer.start()
 
     def close(self) -> None:
-        """Stop serving and close every connection; waits for both threads. Idempotent."""
+        """Stop serving and close every connection. Idempotent; waits a moment for both
+        threads (a collection under way finishes on its own)."""
         if self._closed:
             return
         self._closed = True
         with self._render_lock:
             self._render_lock.notify_all()
         self._wake()
-        self._loop.join(5)
-        self._renderer.join(5)
+        self._loop.join(2)
+        self._renderer.join(2)
 
     # The socket thread
 
@@ -171,9 +199,10 @@ class ScrapeServer:
 
     def _turn(self) -> None:
         now = time.monotonic()
-        deadlines = [c.deadline for c in self._connections.values() if not c.waiting]
-        timeout = max(0.0, min(deadlines, default=now + 1.0) - now)
-        for selected, events in self._selector.select(min(timeout, 1.0)):
+        soonest = min((c.deadline for c in self._connections.values()), default=now + 1.0)
+        if self._accepting_again is not None:
+            soonest = min(soonest, self._accepting_again)
+        for selected, events in self._selector.select(min(max(0.0, soonest - now), 1.0)):
             key = selected.data
             if selected.fileobj is self._listener:
                 self._accept()
@@ -188,8 +217,11 @@ class ScrapeServer:
                 except OSError:
                     self._drop(key)
         now = time.monotonic()
+        if self._accepting_again is not None and now >= self._accepting_again:
+            self._accepting_again = None
+            self._selector.register(self._listener, selectors.EVENT_READ, None)
         for key, connection in list(self._connections.items()):
-            if not connection.waiting and connection.deadline <= now:
+            if connection.deadline <= now:
                 self._drop(key)
 
     def _accept(self) -> None:
@@ -198,14 +230,19 @@ class ScrapeServer:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of descriptors: the kernel keeps the rest queued
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: the kernel keeps the rest queued; the listener,
+                    # still readable, would otherwise wake this thread without end.
+                    self._selector.unregister(self._listener)
+                    self._accepting_again = time.monotonic() + _ACCEPT_PAUSE_S
                 self._warn(
                     ("accept", exc.errno),
                     "otel_tokens: the metrics endpoint cannot accept connections: %s",
                     exc,
                 )
                 return
-            if len(self._connections) >= MAX_CONNECTIONS:
+            if len(self._connections) >= self._cap:
                 self._make_room()
             sock.setblocking(False)
             key = next(self._keys)
@@ -213,18 +250,17 @@ class ScrapeServer:
             self._selector.register(sock, selectors.EVENT_READ, key)
 
     def _make_room(self) -> None:
-        """Close the connection that has waited longest without finishing a request, so a
-        flood of idle connections can never lock a real scraper out (the newcomer, which
-        is kept, may be that scraper)."""
-        idle = [(c.deadline, k) for k, c in self._connections.items() if c.outbox is None
-                and not c.waiting]  # fmt: skip
+        """Close the connection that has waited longest without being answered (an idle
+        one first, else one waiting for a stuck collection), so a flood of connections can
+        never lock a real scraper out nor take all the process's descriptors."""
+        idle = [(c.waiting, c.deadline, k) for k, c in self._connections.items() if not c.outbox]
         if idle:
-            self._drop(min(idle)[1])
+            self._drop(min(idle)[2])
         self._warn(
             "too_many",
             "otel_tokens: the metrics endpoint holds %d connections, its most; it closes the "
             "oldest idle one for each new one",
-            MAX_CONNECTIONS,
+            self._cap,
         )
 
     def _drop(self, key: int) -> None:
@@ -248,30 +284,34 @@ class ScrapeServer:
         self._take_request(key, connection)
 
     def _take_request(self, key: int, connection: _Connection) -> None:
-        end = connection.inbox.find(b"\r\n\r\n")
-        if end < 0:
-            if len(connection.inbox) > MAX_REQUEST_BYTES:
-                self._answer(key, _response(431, b"request headers too large\n"), close=True)
+        """Take the next whole request from the connection's inbox, if there is one."""
+        inbox = connection.inbox
+        ends = [(at, len(end)) for end in _HEAD_ENDS if (at := inbox.find(end)) >= 0]
+        if not ends:
+            if len(inbox) > MAX_REQUEST_BYTES:
+                self._answer(key, _reply(431, b"request headers too large\n"), close=True)
             return
-        head = bytes(connection.inbox[:end])
-        del connection.inbox[: end + 4]
+        end, size = min(ends)
+        head = bytes(inbox[:end])
+        del inbox[: end + size]
         request = _parse(head)
         if request is None:
-            self._answer(key, _response(400, b"bad request\n"), close=True)
+            self._answer(key, _reply(400, b"bad request\n"), close=True)
             return
         method, headers, keep_alive = request
         connection.keep_alive = keep_alive
         if headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers:
-            self._answer(key, _response(413, b"a scrape has no body\n"), close=True)
+            self._answer(key, _reply(413, b"a scrape has no body\n"), close=True)
         elif method == "OPTIONS":
-            self._answer(key, _response(200, b"", [("Allow", "OPTIONS, GET, HEAD")]))
+            self._answer(key, _reply(200, b"", [("Allow", "OPTIONS, GET, HEAD")]))
         elif method not in ("GET", "HEAD"):
-            self._answer(key, _response(405, b"use GET\n", [("Allow", "OPTIONS, GET, HEAD")]))
+            self._answer(key, _reply(405, b"use GET\n", [("Allow", "OPTIONS, GET, HEAD")]))
         else:
             connection.waiting = True
             connection.head_only = method == "HEAD"
+            connection.deadline = time.monotonic() + RENDER_TIMEOUT_S
             self._selector.unregister(connection.sock)  # nothing to read until answered
-            scrape = _Scrape(key, headers.get("accept", ""), _gzip(headers))
+            scrape = _Scrape(key, headers.get("accept", ""), _gzip_accepted(headers))
             with self._render_lock:
                 self._waiting.append(scrape)
                 self._render_lock.notify()
@@ -282,45 +322,49 @@ class ScrapeServer:
                 pass
         with self._render_lock:
             answers, self._answers = self._answers, []
-        for key, response in answers:
+        for key, reply in answers:
             connection = self._connections.get(key)
-            if connection is None:
+            if connection is None:  # closed, or timed out, while it waited
                 continue
             connection.waiting = False
-            sent = response[: response.find(b"\r\n\r\n") + 4] if connection.head_only else response
             try:
                 self._selector.register(connection.sock, selectors.EVENT_WRITE, key)
-                self._answer(key, sent, registered=True)
+                self._answer(key, reply, registered=True)
             except OSError:  # the client went away while it waited
                 self._drop(key)
 
     def _answer(
-        self, key: int, response: bytes, *, close: bool = False, registered: bool = False
+        self, key: int, reply: _Reply, *, close: bool = False, registered: bool = False
     ) -> None:
+        """Queue `reply` on the connection; it is sent when the socket can take it, so a
+        client that pipelines many requests is answered one turn at a time."""
         connection = self._connections[key]
         if close:
             connection.keep_alive = False
-        if not connection.keep_alive:
-            response = response.replace(b"Connection: keep-alive\r\n", b"Connection: close\r\n", 1)
-        connection.outbox = memoryview(response)
+        kept = b"Connection: keep-alive\r\n\r\n" if connection.keep_alive else (
+            b"Connection: close\r\n\r\n"
+        )  # fmt: skip
+        connection.outbox = [memoryview(reply.head + kept)]
+        if reply.body and not connection.head_only:
+            connection.outbox.append(memoryview(reply.body))
+        connection.head_only = False
         connection.deadline = time.monotonic() + WRITE_TIMEOUT_S
         if not registered:
             self._selector.modify(connection.sock, selectors.EVENT_WRITE, key)
-        self._write(key)
 
     def _write(self, key: int) -> None:
         connection = self._connections[key]
         outbox = connection.outbox
-        if outbox is None:
-            return
-        try:
-            sent = connection.sock.send(outbox)
-        except (BlockingIOError, InterruptedError):
-            return
-        if sent < len(outbox):
-            connection.outbox = outbox[sent:]
-            return
-        connection.outbox = None
+        if outbox:
+            try:
+                sent = connection.sock.sendmsg(outbox)
+            except (BlockingIOError, InterruptedError):
+                return
+            while outbox and sent >= len(outbox[0]):
+                sent -= len(outbox.pop(0))
+            if outbox:
+                outbox[0] = outbox[0][sent:]
+                return
         if not connection.keep_alive:
             self._drop(key)
             return
@@ -341,12 +385,17 @@ class ScrapeServer:
                 if self._closed:
                     return
                 scrapes, self._waiting = self._waiting, []
-            answers = self._render(scrapes)
+            try:
+                answers = self._render(scrapes)
+            except Exception as exc:  # never let one collection stop the renderer
+                self._warn(("render", type(exc).__name__), "otel_tokens: a scrape failed: %r", exc)
+                failed = _reply(500, f"rendering failed: {type(exc).__name__}\n".encode())
+                answers = [(scrape.key, failed) for scrape in scrapes]
             with self._render_lock:
                 self._answers.extend(answers)
             self._wake()
 
-    def _render(self, scrapes: list[_Scrape]) -> list[tuple[int, bytes]]:
+    def _render(self, scrapes: list[_Scrape]) -> list[tuple[int, _Reply]]:
         """One collection, encoded once for each format and compression asked for."""
         try:
             families = _Families(_safe_families(self._registry.collect()))
@@ -357,30 +406,34 @@ class ScrapeServer:
                 exc,
                 exc_info=True,
             )
-            failed = _response(500, f"collecting metrics failed: {type(exc).__name__}\n".encode())
+            failed = _reply(500, f"collecting metrics failed: {type(exc).__name__}\n".encode())
             return [(scrape.key, failed) for scrape in scrapes]
-        responses: dict[tuple[str, bool], bytes] = {}
+        replies: dict[tuple[str, bool], _Reply] = {}
         answers = []
         for scrape in scrapes:
             which = (scrape.accept, scrape.gzip)
-            response = responses.get(which)
-            if response is None:
-                response = responses[which] = self._encode(families, *which)
-            answers.append((scrape.key, response))
+            reply = replies.get(which)
+            if reply is None:
+                reply = replies[which] = self._encode(families, *which)
+            answers.append((scrape.key, reply))
         return answers
 
-    def _encode(self, families: _Families, accept: str, compress: bool) -> bytes:
+    def _encode(self, families: _Families, accept: str, compress: bool) -> _Reply:
         try:
-            encoder, content_type = _choose_encoder(accept)
+            from prometheus_client.exposition import choose_encoder
+
+            encoder, content_type = choose_encoder(accept)
+            if not _is_safe(content_type):  # it echoes a version the client sent
+                encoder, content_type = choose_encoder("")
             body = self._encoded(encoder, families)
+            headers = [("Content-Type", content_type)]
+            if compress:
+                body = gzip.compress(body, compresslevel=6)
+                headers.append(("Content-Encoding", "gzip"))
         except Exception as exc:
             self._warn(("encode", type(exc).__name__), "otel_tokens: a scrape failed: %r", exc)
-            return _response(500, f"encoding metrics failed: {type(exc).__name__}\n".encode())
-        headers = [("Content-Type", content_type)]
-        if compress:
-            body = gzip.compress(body, compresslevel=6)
-            headers.append(("Content-Encoding", "gzip"))
-        return _response(200, body, headers)
+            return _reply(500, f"encoding metrics failed: {type(exc).__name__}\n".encode())
+        return _reply(200, body, headers)
 
     def _encoded(self, encoder: Encoder, families: _Families) -> bytes:
         """`families` encoded; if that fails, each family on its own, leaving out those
@@ -433,9 +486,10 @@ def _is_safe(value: object) -> bool:
 
 
 def _parse(head: bytes) -> tuple[str, dict[str, str], bool] | None:
-    """The method, headers (lower-case names) and keep-alive of a request, or None."""
+    """The method, headers (lower-case names) and keep-alive of a request, or None. Lines
+    may end in CRLF or a bare LF; a header with a control character refuses the request."""
     try:
-        lines = head.decode("latin-1").split("\r\n")
+        lines = [line.rstrip("\r") for line in head.decode("latin-1").split("\n")]
         method, _target, version = lines[0].split(" ")
     except ValueError:
         return None
@@ -444,26 +498,31 @@ def _parse(head: bytes) -> tuple[str, dict[str, str], bool] | None:
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if colon:
-            headers[name.strip().lower()] = value.strip()
+        if not colon:
+            continue
+        value = value.strip()
+        if value and not value.isprintable():
+            return None
+        headers[name.strip().lower()] = value
     connection = headers.get("connection", "").lower()
     keep_alive = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
     return method, headers, keep_alive
 
 
-def _gzip(headers: dict[str, str]) -> bool:
-    accepted = headers.get("accept-encoding", "")
-    return any(part.split(";")[0].strip().lower() == "gzip" for part in accepted.split(","))
+def _gzip_accepted(headers: dict[str, str]) -> bool:
+    from prometheus_client.exposition import gzip_accepted
+
+    return bool(gzip_accepted(headers.get("accept-encoding", "")))
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 405: "Method Not Allowed", 413: "Content Too Large",
             431: "Request Header Fields Too Large", 500: "Internal Server Error"}  # fmt: skip
 
 
-def _response(status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+def _reply(status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> _Reply:
     lines = [f"HTTP/1.1 {status} {_REASONS[status]}"]
     lines += [f"{name}: {value}" for name, value in headers]
     if status != 200 and not any(name == "Content-Type" for name, _ in headers):
         lines.append("Content-Type: text/plain; charset=utf-8")
-    lines += [f"Content-Length: {len(body)}", "Connection: keep-alive", "", ""]
-    return "\r\n".join(lines).encode("latin-1") + body
+    lines.append(f"Content-Length: {len(body)}")
+    return _Reply(status, ("\r\n".join(lines) + "\r\n").encode("latin-1"), body)

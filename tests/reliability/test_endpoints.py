@@ -251,3 +251,128 @@ def test_closing_the_server_frees_its_port_and_threads() -> None:
     assert _server_threads() == before
     again = scrape_server.ScrapeServer("127.0.0.1", port, CollectorRegistry())
     again.close()
+
+
+def _raw_server() -> tuple[scrape_server.ScrapeServer, tuple[str, int]]:
+    from prometheus_client import CollectorRegistry, Counter
+
+    registry = CollectorRegistry()
+    Counter("fine", "a counter", registry=registry).inc()
+    server = scrape_server.ScrapeServer("127.0.0.1", 0, registry)
+    return server, server.server_address[:2]
+
+
+def _cpu_of_process_over(seconds: float) -> float:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(seconds)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def test_thousands_of_pipelined_requests_are_all_answered_without_spinning() -> None:
+    server, address = _raw_server()
+    try:
+        with socket.create_connection(address, timeout=30) as sock:
+            sock.sendall(b"OPTIONS / HTTP/1.1\r\n\r\n" * 3000 + b"GET /metrics HTTP/1.1\r\n\r\n")
+            received = b""
+            while b"fine_total" not in received:  # the scrape after all 3,000
+                chunk = sock.recv(1 << 16)
+                assert chunk, received[-200:]
+                received += chunk
+        assert received.count(b"HTTP/1.1 200 OK") == 3001
+        assert _cpu_of_process_over(1.0) < 0.5  # idle again, not spinning
+        assert _get(f"http://{address[0]}:{address[1]}/metrics")[0] == 200
+    finally:
+        server.close()
+
+
+def test_requests_with_bare_line_feeds_are_answered_and_control_characters_refused() -> None:
+    server, address = _raw_server()
+    try:
+        with socket.create_connection(address, timeout=30) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\nHost: x\n\n")
+            assert sock.recv(1 << 16).startswith(b"HTTP/1.1 200 OK")
+        accept = b"application/openmetrics-text; version=1.0.0-\x0bInjected: yes"
+        with socket.create_connection(address, timeout=30) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nAccept: " + accept + b"\r\n\r\n")
+            answer = sock.recv(1 << 16)
+        assert answer.startswith(b"HTTP/1.1 400") and b"Injected" not in answer
+    finally:
+        server.close()
+
+
+def test_scrapes_waiting_on_a_stuck_collection_are_bounded() -> None:
+    from prometheus_client import CollectorRegistry
+
+    release = threading.Event()
+
+    class Stuck:
+        def collect(self) -> Iterator[Any]:
+            release.wait(30)
+            return iter(())
+
+    registry = CollectorRegistry()
+    registry.register(Stuck())  # type: ignore[arg-type]
+    cap = scrape_server._connection_cap()
+    server = scrape_server.ScrapeServer("127.0.0.1", 0, registry)
+    clients = []
+    try:
+        for _ in range(cap + 50):  # each asks for a scrape and then hangs up
+            sock = socket.create_connection(server.server_address[:2], timeout=10)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            clients.append(sock)
+        for _ in range(200):
+            if len(server._connections) <= cap:
+                break
+            time.sleep(0.02)
+        assert len(server._connections) <= cap  # the oldest waiting ones made room
+    finally:
+        release.set()
+        for sock in clients:
+            sock.close()
+        server.close()
+
+
+FD_CHILD = """
+import resource, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+from prometheus_client import CollectorRegistry
+from otel_tokens._scrape_server import ScrapeServer
+server = ScrapeServer("127.0.0.1", 0, CollectorRegistry())
+print(server.server_address[1], flush=True)
+sys.stdin.readline()  # the flood is on
+time.sleep(0.5)
+own = [open("/dev/null") for _ in range(20)]  # the gateway's own files still open
+start = resource.getrusage(resource.RUSAGE_SELF)
+time.sleep(1.0)
+end = resource.getrusage(resource.RUSAGE_SELF)
+print(end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime, flush=True)
+"""
+
+
+def test_a_flood_of_connections_leaves_the_process_descriptors_and_does_not_spin() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    child = subprocess.Popen([sys.executable, "-c", FD_CHILD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    flood = []
+    try:
+        port = int(child.stdout.readline())
+        for _ in range(400):  # more than the child may hold open
+            flood.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        spent = child.stdout.readline()
+        assert child.wait(30) == 0, child.stderr.read() if child.stderr else ""
+    finally:
+        child.kill()
+        for sock in flood:
+            sock.close()
+    assert float(spent) < 0.5, spent  # and its socket thread was not spinning
