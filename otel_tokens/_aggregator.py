@@ -160,6 +160,8 @@ class Aggregator:
                 try:
                     if type(item) is Later:
                         usage = item.make()
+                    if isinstance(usage, Usage):  # before any label is hashed or compared
+                        usage = plain_text(usage)
                     fault = find_fault(usage)
                     if fault is None:
                         self._fold(cast(Usage, usage), context)
@@ -190,7 +192,6 @@ class Aggregator:
     def _fold(self, usage: Usage, context: Context) -> None:
         # Everything that can fail comes before the totals change, so a record that fails is
         # either wholly in the counters or counted as dropped, never both.
-        usage = plain_text(usage)  # before any label is hashed or compared
         table = self._table
         series = table.series_for(usage)
         cost = self._prices.cost_pico(usage)

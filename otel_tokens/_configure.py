@@ -6,7 +6,6 @@ The SDK and each exporter are imported only here, when asked for, so the core pa
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import weakref
@@ -16,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from otel_tokens._shutdown import (
     DEFAULT_TIMEOUT_S,
+    TELEMETRY,
     TIMEOUT_ENV,
+    at_exit,
+    cancel_at_exit,
     exit_budget,
     run_within,
     shutdown_timeout,
@@ -297,7 +299,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self._shut_down = False
         self._pid = os.getpid()
-        atexit.register(self._shutdown_at_exit)
+        self._exit_step = at_exit(self._shutdown_at_exit, TELEMETRY)
         _live_telemetries.add(self)
 
     @property
@@ -374,7 +376,7 @@ class Telemetry:
             if self._shut_down:
                 return True
             self._shut_down = True
-        atexit.unregister(self._shutdown_at_exit)
+        cancel_at_exit(self._exit_step)
         timeout = self._timeout_s if timeout_s is None else shutdown_timeout(timeout_s, "timeout_s")
         marks = [(exporter, exporter.mark()) for exporter in self._exporters]
         millis = round(timeout * 1000)

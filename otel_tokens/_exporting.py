@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 from typing import Any
 
@@ -37,7 +38,9 @@ _FAILED = "Failed to export"
 def resolve_otlp_timeout(value: float | None) -> float:
     """The OTLP export timeout: `value` (seconds), else the OTEL_EXPORTER_OTLP_[METRICS_]
     TIMEOUT variables read as milliseconds, as the specification says (the Python SDK
-    alone reads them as seconds, so "10000" would wait almost three hours), else 10 s.
+    alone reads them as seconds, so "10000" would wait almost three hours), else 10 s. A
+    value under 100 cannot mean milliseconds (no export takes that little): it was written
+    for the SDK, and is taken as seconds, with a warning.
 
     Raises:
         ValueError: a value that is not a positive number, naming where it came from.
@@ -59,17 +62,18 @@ def resolve_otlp_timeout(value: float | None) -> float:
         if not 0 < millis < math.inf:
             msg = f"{name} must be a number of milliseconds > 0, got {raw!r}"
             raise ValueError(msg)
-        if millis < 100:
+        if millis < 100:  # nobody means an export timeout under 100 ms: the SDK's seconds
             logger.warning(
-                "otel_tokens: %s=%s is read as milliseconds, as the OpenTelemetry "
-                "specification says (the Python SDK alone reads seconds): %s ms is too short "
-                "for an export; for %s seconds write %d",
+                "otel_tokens: %s=%s is taken as %s seconds, as the Python SDK reads it; the "
+                "OpenTelemetry specification says milliseconds, which otel_tokens reads from "
+                "100 up: write %d for %s seconds (or pass otlp_timeout_s=)",
                 name,
                 raw,
                 raw,
-                raw,
                 round(millis * 1000),
+                raw,
             )
+            return millis
         return millis / 1000
     return DEFAULT_OTLP_TIMEOUT_S
 
@@ -84,6 +88,9 @@ class _LeaveOutRetries(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.msg if isinstance(record.msg, str) else ""
+        # The gRPC logger is shared by the SDK's span and log exporters: theirs pass.
+        if not (isinstance(record.args, tuple) and "metrics" in record.args):
+            return True
         if message.startswith(_FAILED):
             self.failures.last = record.getMessage()
             return False
@@ -124,7 +131,7 @@ class CheckedExporter(MetricExporter):
             preferred_aggregation=inner._preferred_aggregation,
         )
         self._inner = inner
-        self.where = where
+        self.where = _without_credentials(where)
         self._warn = warn
         self._lock = threading.Lock()
         self._failing = False
@@ -184,3 +191,8 @@ class CheckedExporter(MetricExporter):
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def _without_credentials(where: str) -> str:
+    """`where` fit for a log: a URL's user and password left out."""
+    return re.sub(r"//[^/@\s]*@", "//", where)

@@ -46,7 +46,7 @@ from otel_tokens.providers._stream import (
 
 #: How much a compressed body may decode to at most, for our copy: a gzip bomb of a few
 #: kilobytes must not cost the caller's thread gigabytes of work (flagged `missing`).
-MAX_DECODED_BYTES = 1024 * 1024 * 1024
+MAX_DECODED_BYTES = 128 * 1024 * 1024
 #: The most one chunk may decode to in one piece (a bomb in one chunk, bounded too).
 _DECODED_PIECE = 1024 * 1024
 #: The most a stream's chunk may decode to (its events are parsed: kept small).

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import atexit
 import functools
 import itertools
+import math
 import os
 import threading
 import time
@@ -31,7 +31,7 @@ from otel_tokens._ledger_snapshot import MERGE_BATCH, read_snapshot, write_snaps
 from otel_tokens._ledger_store import Row, Store
 from otel_tokens._meters import MeterSpec, MeterTotals, meter_spec
 from otel_tokens._pricing import PriceTable
-from otel_tokens._shutdown import exit_budget, shutdown_timeout
+from otel_tokens._shutdown import LEDGERS, at_exit, exit_budget, shutdown_timeout
 from otel_tokens._text import safe_label, said
 from otel_tokens._usage import Usage, find_fault
 from otel_tokens._warn import WarnOnce, logger
@@ -147,7 +147,7 @@ class UsageLedger:
         self._pid = os.getpid()
         self.target = self._opened.description
         try:
-            self._keys = LedgerKeys(self._opened, configured, self.target)
+            self._keys = LedgerKeys(lambda: self._store, configured, self.target)
         except BaseException:
             self._opened.close()
             raise
@@ -156,12 +156,13 @@ class UsageLedger:
         self._interval = float(flush_interval_s)
         self._block = when_full == "block"
         self._exit_timeout_s = shutdown_timeout(None)
+        self._closing_by = math.inf  # when close(timeout_s=) gives up
         self._closed = False
         self._feeders: weakref.WeakSet[Any] = weakref.WeakSet()
         self._inherited: list[Store] = []  # a forked child's copy of its parent's connections
         self._start_afresh()
         me = weakref.ref(self)
-        atexit.register(_close_at_exit, me)
+        at_exit(functools.partial(_close_at_exit, me), LEDGERS)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=lambda: _start_afresh_in_child(me))
 
@@ -172,6 +173,7 @@ class UsageLedger:
         self._cond = threading.Condition()
         self._reopening = threading.Lock()
         self._taken = 0  # entries the writer took from the queue
+        self._in_flight = 0  # of them, those it is writing now
         self._done = 0  # entries written or dropped
         self._drops: Counter[str] = Counter()
         self._warn = WarnOnce()
@@ -282,9 +284,11 @@ class UsageLedger:
                 return
             with self._cond:
                 while len(queue) >= self._capacity and not self._closed:
+                    if time.monotonic() >= self._closing_by:  # closing, and the time is up
+                        break
                     self._cond.notify_all()
                     self._cond.wait(0.1)
-            if self._closed:  # closed while this waited for room
+            if self._closed or len(queue) >= self._capacity:  # closed while it waited
                 self._drop("ledger_closed", "the ledger was closed while it waited for room")
                 return
         queue.append(entry)  # no lock: the writer counts what it takes, flush() adds the rest
@@ -327,6 +331,7 @@ class UsageLedger:
         with self._cond:
             entries = [queue.popleft() for _ in range(min(self._batch_size, len(queue)))]
             self._taken += len(entries)
+            self._in_flight = len(entries)
         if not entries:
             return
         rows: list[Row] = []
@@ -346,6 +351,7 @@ class UsageLedger:
         finally:
             with self._cond:
                 self._done += len(entries)
+                self._in_flight = 0
                 self._cond.notify_all()
 
     def _write_batch(self, write: Callable[[Sequence[Row]], int], batch: Sequence[Row]) -> None:
@@ -355,13 +361,13 @@ class UsageLedger:
         try:
             write(batch)
         except Exception as exc:
-            store = self._store
-            if len(batch) > 1 and not store.is_unavailable(exc):
+            refused = self._store.refused_a_row(exc)
+            if refused and len(batch) > 1:
                 half = len(batch) // 2
                 self._write_batch(write, batch[:half])
                 self._write_batch(write, batch[half:])
                 return
-            reason = "write_failed" if store.is_unavailable(exc) else "row_refused"
+            reason = "row_refused" if refused else "write_failed"
             self._drop(reason, f"writing to {self.target!r} failed: {said(exc)}", len(batch))
 
     def flush(self, timeout_s: float | None = None) -> bool:
@@ -409,29 +415,27 @@ class UsageLedger:
         """
         if self._closed:
             return True
+        if timeout_s is not None:  # also what a record() waiting for room waits at most
+            self._closing_by = time.monotonic() + timeout_s
         for feeder in list(self._feeders):
             feeder.flush_into_ledger()
         with self._cond:  # from here on, record() counts a drop (ledger_closed)
             self._closed = True
             self._cond.notify_all()
-        self._writer.join(timeout_s)  # it writes what is queued, then stops
+        left_s = None if timeout_s is None else max(0.0, self._closing_by - time.monotonic())
+        self._writer.join(left_s)  # it writes what is queued, then stops
         if self._writer.is_alive():  # stuck on a database that does not answer
             with self._cond:
-                left = len(self._queue)
+                left = len(self._queue) + self._in_flight
                 self._queue.clear()
-            if left:
-                why = (
-                    f"the ledger was closed after waiting {timeout_s:g} s for {self.target!r} "
-                    "to take them (a batch being written then may be lost too)"
-                )
-                self._drop("ledger_closed", why, left)
-            else:
-                logger.warning(
-                    "otel_tokens: the usage ledger was closed after waiting %g s for %r to "
-                    "take the batch being written; it may be lost",
-                    timeout_s,
-                    self.target,
-                )
+            why = (
+                f"the ledger was closed after waiting {timeout_s:g} s for {self.target!r} to "
+                "take them (the batch being written is counted too, though the database may "
+                "yet take it)"
+            )
+            self._drop("ledger_closed", why, left)
+            # Its connections are in the writer's hands: closed once the writer lets go.
+            threading.Thread(target=self._opened.close, daemon=True).start()
             return False
         while self._queue:  # no writer (a forked child's): write here
             self._write_some()
@@ -768,6 +772,7 @@ def _utc_day(number: int) -> date:
 def _start_afresh_in_child(ref: weakref.ref[UsageLedger]) -> None:
     ledger = ref()
     if ledger is not None and not ledger._closed:
+        ledger._keys.after_fork()
         ledger._start_afresh()
 
 

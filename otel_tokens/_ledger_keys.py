@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from collections.abc import Callable
 
 from otel_tokens._fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._ledger_store import Store
@@ -37,7 +38,8 @@ class LedgerKeys:
     ledger keeps (made when first needed).
 
     Args:
-        store: the ledger's database.
+        store: the ledger's database, as the ledger has it now (a forked child opens its
+            own, and must never use its parent's).
         configured: a fingerprinter of the secret the ledger was given, if any.
         target: the ledger, for messages.
 
@@ -45,7 +47,9 @@ class LedgerKeys:
         ValueError: the ledger's key ids were made with a secret other than `configured`.
     """
 
-    def __init__(self, store: Store, configured: KeyFingerprinter | None, target: str) -> None:
+    def __init__(
+        self, store: Callable[[], Store], configured: KeyFingerprinter | None, target: str
+    ) -> None:
         self._store = store
         self._target = target
         self._lock = threading.Lock()
@@ -63,12 +67,16 @@ class LedgerKeys:
         self._check = None if stored is None else stored["check"]
 
     def _read(self) -> dict[str, str] | None:
-        raw = self._store.setting(_SETTING)
+        raw = self._store().setting(_SETTING)
         return None if raw is None else _parsed(raw, self._target)
 
     def _put(self, value: dict[str, str]) -> dict[str, str]:
         """Store `value` unless another process stored one first; the value stored."""
-        return _parsed(self._store.put_setting(_SETTING, json.dumps(value)), self._target)
+        return _parsed(self._store().put_setting(_SETTING, json.dumps(value)), self._target)
+
+    def after_fork(self) -> None:
+        """A fresh lock in a forked child (one held by a parent thread is held for good)."""
+        self._lock = threading.Lock()
 
     @property
     def check(self) -> str | None:
@@ -103,7 +111,9 @@ class LedgerKeys:
             if self.fingerprint is None and self._check is None:
                 made = secrets.token_bytes(32)
                 stored = self._put({"check": KeyFingerprinter(made).check, "secret": made.hex()})
-                self.fingerprint, self._check = _kept(stored), stored["check"]  # maybe another's
+                # The fingerprinter before the check: get()'s unlocked look reads them in turn.
+                self.fingerprint = _kept(stored)  # maybe another replica's
+                self._check = stored["check"]
         return self.fingerprint
 
     def share(self, theirs: KeyFingerprinter | None) -> KeyFingerprinter | None:
@@ -126,10 +136,12 @@ class LedgerKeys:
             return found
         with self._lock:
             if self.fingerprint is None:
-                stored = self._put({"check": theirs.check}) if self._check is None else None
-                self._check = stored["check"] if stored is not None else self._check
-                if self._check == theirs.check:
-                    self.fingerprint = theirs
+                check = self._check if self._check is not None else (
+                    self._put({"check": theirs.check})["check"]
+                )  # fmt: skip
+                if check == theirs.check:
+                    self.fingerprint = theirs  # before the check, as in get()
+                self._check = check
             if self.fingerprint is None or not self.fingerprint.same_secret(theirs):
                 fix = "give the tracker the ledger's secret, or none to use the ledger's"
                 raise ValueError(_other_secret(self._target, "the TokenTracker was given", fix))

@@ -112,9 +112,12 @@ class PostgresStore(Store):
         with self._lock:
             self._on_writer(work)
 
-    def is_unavailable(self, exc: BaseException) -> bool:
+    def refused_a_row(self, exc: BaseException) -> bool:
+        # Classes 22 and 23 (a value out of range, NUL in text, a violated constraint); not a
+        # read-only standby, missing privileges or a dropped connection.
         psycopg = self._psycopg
-        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+        row_faults = (psycopg.DataError, psycopg.IntegrityError)
+        return isinstance(exc, row_faults) or super().refused_a_row(exc)
 
     def write(self, rows: Sequence[Row]) -> int:
         with self._lock:

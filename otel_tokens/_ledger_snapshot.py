@@ -134,9 +134,8 @@ def _text(fields: dict[str, Any], name: str, *, optional: bool = False, limit: i
     if not isinstance(value, str) or len(value) > limit:
         msg = f"{name} must be text of at most {limit} characters, got {shown(value)}"
         raise ValueError(msg)
-    if value != safe_text(value):
-        msg = f"{name} holds characters a ledger cannot store, got {shown(value)}"
-        raise ValueError(msg)
+    # Text an older ledger stored as it came (NUL, a lone surrogate) is stored safe here.
+    fields[name] = safe_text(value)
 
 
 def _integer(fields: dict[str, Any], name: str, *, optional: bool = False, low: int = 0) -> None:

@@ -73,9 +73,10 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()  # the writing connection's
         self._reading = threading.Lock()
 
-    def is_unavailable(self, exc: BaseException) -> bool:
-        # Locked, read-only, full, an I/O error, a damaged file: not a row's fault.
-        return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+    def refused_a_row(self, exc: BaseException) -> bool:
+        # Not: locked, read-only, full, an I/O error, a damaged file, a closed connection.
+        row_faults = (sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError)
+        return isinstance(exc, row_faults) or super().refused_a_row(exc)
 
     def _migrate(self) -> None:
         with _immediate(self._db) as db:

@@ -24,6 +24,8 @@ from otel_tokens._ledger_schema import (
 from otel_tokens._meters import MeterSpec
 
 Row = tuple[Any, ...]
+#: What a driver raises, before sending anything, for a value it cannot adapt.
+_ROW_FAULTS: tuple[type[BaseException], ...] = (OverflowError, TypeError, UnicodeError, ValueError)
 #: The sums every query returns after its group columns, in this order.
 SUM_NAMES = (
     "requests", "succeeded", "failed", "canceled", *TOKEN_COLUMNS, "cost_pico",
@@ -104,10 +106,11 @@ class Store:
         Returns how many were added."""
         raise NotImplementedError
 
-    def is_unavailable(self, exc: BaseException) -> bool:
-        """Whether `exc`, raised by a write, says the database cannot be written now (a
-        disk, a connection), rather than that it refused a row of the batch."""
-        return True
+    def refused_a_row(self, exc: BaseException) -> bool:
+        """Whether `exc`, raised by a write, says the database refused a row of the batch
+        (a value it cannot take), rather than that it cannot be written now (a disk, a
+        connection, a lock, a read-only database, missing privileges)."""
+        return isinstance(exc, _ROW_FAULTS)
 
     def close(self) -> None:
         """Close the connections."""

@@ -7,6 +7,8 @@ after one documented timeout, and say what they could not finish.
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import math
 import os
 import threading
@@ -26,6 +28,45 @@ T = TypeVar("T")
 _EXIT_MARGIN_S = 0.25
 _exit_started: float | None = None
 _exit_lock = threading.Lock()
+
+
+#: The order of the steps at interpreter exit: ledgers first (their rows are durable, and
+#: closing one drains the trackers that feed it), then telemetry (the last export).
+LEDGERS, TELEMETRY = 0, 1
+_steps: dict[int, tuple[int, Callable[[], None]]] = {}
+_handles = itertools.count()
+
+
+def at_exit(step: Callable[[], None], order: int) -> int:
+    """Run `step` at interpreter exit, among the package's steps in `order` (the newest
+    first within one order, as atexit does); returns a handle for `cancel_at_exit`."""
+    with _exit_lock:
+        if not _steps and not _registered:
+            atexit.register(_run_steps)
+            _registered.append(True)
+        handle = next(_handles)
+        _steps[handle] = (order, step)
+    return handle
+
+
+def cancel_at_exit(handle: int) -> None:
+    """Forget a step registered with `at_exit` (done already, say)."""
+    with _exit_lock:
+        _steps.pop(handle, None)
+
+
+_registered: list[bool] = []
+
+
+def _run_steps() -> None:
+    with _exit_lock:
+        steps = sorted(_steps.items(), key=lambda item: (item[1][0], -item[0]))
+        _steps.clear()
+    for _, (_, step) in steps:
+        try:
+            step()
+        except Exception:
+            logger.exception("otel_tokens: a step of interpreter exit failed")
 
 
 def exit_budget(timeout_s: float) -> float:
@@ -80,7 +121,14 @@ def run_within(work: Callable[[], T], timeout_s: float, what: str) -> tuple[bool
             failed.append(exc)
 
     thread = threading.Thread(target=run, name=f"otel_tokens-{what}", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown" (3.12.0, 3.12.1)
+        run()  # here, then: the SDK's own deadlines still bound it
+        if failed:
+            logger.warning("otel_tokens: %s failed: %r", what, failed[0], exc_info=failed[0])
+            return False, None
+        return True, outcome[0]
     thread.join(timeout_s)
     if thread.is_alive():
         return False, None

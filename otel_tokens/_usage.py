@@ -95,7 +95,11 @@ class Usage:
         Raises:
             ValueError: naming the first field that breaks a rule and its value.
         """
-        fault = find_fault(self)
+        try:
+            checked = plain_text(self)  # as record() checks it
+        except Exception:
+            checked = self
+        fault = find_fault(checked)
         if fault is not None:
             raise ValueError(fault.message)
 

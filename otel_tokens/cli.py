@@ -138,7 +138,7 @@ def _reader_went_away() -> int:
     with contextlib.suppress(OSError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    return 128 + signal.SIGPIPE
+    return 128 + getattr(signal, "SIGPIPE", 13)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

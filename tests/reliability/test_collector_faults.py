@@ -191,15 +191,18 @@ def test_memory_stays_flat_through_a_long_outage() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "seconds"), [("2000", 2.0), ("250", 0.25), ("10", 0.01)]
+    ("value", "seconds"), [("2000", 2.0), ("250", 0.25), ("100", 0.1), ("10", 10.0)]
 )  # fmt: skip
 def test_the_otlp_timeout_variable_is_read_in_milliseconds_as_the_spec_says(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, value: str, seconds: float
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", value)
     assert resolve_otlp_timeout(None) == seconds
-    looks_like_seconds = [r for r in caplog.records if "read as milliseconds" in r.getMessage()]
-    assert bool(looks_like_seconds) == (seconds < 0.1)
+    # Under 100 it cannot mean milliseconds: written for the SDK, which reads seconds.
+    looks_like_seconds = [
+        r for r in caplog.records if "as the Python SDK reads it" in r.getMessage()
+    ]
+    assert bool(looks_like_seconds) == (value == "10")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "3000")
     assert resolve_otlp_timeout(None) == 3.0  # the per-signal variable first
     assert resolve_otlp_timeout(1.5) == 1.5  # an argument over both
@@ -273,3 +276,28 @@ def test_a_process_exits_within_the_timeout_whatever_the_collector_does(fault: s
     assert took < HANG_BOUND_S + 2.0  # interpreter start and imports included
     assert "did not succeed within the shutdown timeout" in done.stderr
     assert "Transient error" not in done.stderr
+
+
+def test_the_retry_filter_leaves_the_applications_own_exporters_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    configure(exporters="otlp", otlp_protocol="grpc").shutdown(timeout_s=0.1)
+    grpc_logger = logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter")
+    with caplog.at_level(logging.WARNING):
+        grpc_logger.warning(
+            "Transient error %s encountered while exporting %s to %s, retrying in %.2fs.",
+            "UNAVAILABLE",
+            "traces",
+            "x:4317",
+            1.0,
+        )
+        grpc_logger.error("Failed to export %s to %s, error code: %s", "traces", "x", "E")
+        grpc_logger.warning(
+            "Transient error %s encountered while exporting %s to %s, retrying in %.2fs.",
+            "UNAVAILABLE",
+            "metrics",
+            "x:4317",
+            1.0,
+        )
+    said = [r.getMessage() for r in caplog.records if r.name == grpc_logger.name]
+    assert len(said) == 2 and all("traces" in m for m in said), said

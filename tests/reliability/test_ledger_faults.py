@@ -443,3 +443,120 @@ def test_a_process_exits_within_one_timeout_with_both_its_collector_and_database
         proxy.restore()
     assert child.returncode == 0
     assert took < 2.0 + 1.0  # one timeout for both (each its own would be 4 s), and a margin
+
+
+FORK_CHILD = """
+import os, sys
+from opentelemetry.metrics import NoOpMeter
+from otel_tokens import TokenTracker, Usage, UsageLedger
+ledger = UsageLedger(sys.argv[1], flush_interval_s=0.05)  # no secret: it makes one on first need
+children = []
+for n in range(4):  # as a pre-fork server's workers, each making its tracker after the fork
+    pid = os.fork()
+    if pid == 0:
+        tracker = TokenTracker(NoOpMeter(f"worker-{n}"), ledger=ledger)
+        tracker.record(Usage(provider="openai", model="m", input_tokens=1, api_key="sk-same"))
+        tracker.flush()
+        os._exit(0)
+    children.append(pid)
+codes = [os.waitpid(pid, 0)[1] for pid in children]
+print(codes, flush=True)
+"""
+
+
+def test_forked_workers_share_the_secret_through_their_own_connections(
+    target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTEL_TOKENS_API_KEY_SECRET", raising=False)
+    done = subprocess.run([sys.executable, "-c", FORK_CHILD, target], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "[0, 0, 0, 0]", done.stderr
+    with UsageLedger(target) as ledger:  # the secret the first worker made, kept
+        fingerprint = ledger._share_keys(None)
+        assert fingerprint is not None
+        assert [k for k in ledger.key_ids() if k] == [fingerprint("sk-same")]
+        assert _requests(ledger, api_key="sk-same") == 4
+
+
+EXIT_ORDER_CHILD = """
+import sys
+from otel_tokens import Usage, UsageLedger, configure
+ledger = UsageLedger(sys.argv[2], api_key_secret="a-test-secret-of-enough-bytes",
+                     flush_interval_s=60)
+telemetry = configure(exporters="otlp", otlp_endpoint=sys.argv[1], export_interval_s=0.2)
+tracker = telemetry.tracker(ledger=ledger)
+for n in range(5000):
+    tracker.record(Usage(provider="openai", model="gpt-4o-mini", input_tokens=1))
+"""  # and exits, with its collector stalled and its ledger healthy
+
+
+def test_a_stalled_collector_at_exit_costs_a_healthy_ledger_nothing(tmp_path: Path) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        env = {**os.environ, "OTEL_TOKENS_SHUTDOWN_TIMEOUT": "2", "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_ORDER_CHILD,
+             f"http://127.0.0.1:{listener.getsockname()[1]}", str(tmp_path / "u.db")],
+            capture_output=True, text=True, timeout=60, check=False, env=env,
+        )  # fmt: skip
+    finally:
+        listener.close()
+    assert done.returncode == 0, done.stderr
+    assert _check_consistent(tmp_path / "u.db") == 5000  # the ledger closed first, whole
+
+
+def test_closing_a_blocking_ledger_on_a_stuck_database_ends_within_its_timeout(
+    proxied: tuple[str, TcpProxy],
+) -> None:
+    url, proxy = proxied
+    url = url.replace("&tcp_user_timeout=1000", "")  # stuck for 30 s
+    ledger = UsageLedger(url, api_key_secret=SECRET, queue_size=10, batch_size=10,
+                         when_full="block", flush_interval_s=0.05)  # fmt: skip
+    metrics = InMemoryMetrics(ledger=ledger)
+    try:
+        ledger.record(_usage(0))
+        assert ledger.flush(timeout_s=30)
+        proxy.stall()
+        for n in range(100):
+            metrics.tracker.record(_usage(n))  # the tracker's consumer blocks on the ledger
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert ledger.close(timeout_s=1.0) is False
+        assert time.monotonic() - started < 5.0  # a hang bound: it used to wait for ever
+        assert ledger.drops().get("ledger_closed", 0) > 0
+    finally:
+        proxy.restore()
+        metrics.shutdown()
+
+
+def test_a_read_only_postgresql_is_a_failed_write_not_a_refused_row(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for url in postgres_schema():
+        ledger = UsageLedger(url, api_key_secret=SECRET, flush_interval_s=10)
+        try:
+            writer = ledger._store._db  # type: ignore[attr-defined]
+            writer.execute("SET default_transaction_read_only = on")  # a standby, say
+            for n in range(2000):
+                ledger.record(_usage(n))
+            ledger.flush()
+            assert ledger.drops() == {"write_failed": 2000}  # one failed batch, not 2,000 rows
+        finally:
+            writer.execute("SET default_transaction_read_only = off")
+            ledger.close()
+
+
+def test_a_snapshot_from_an_older_ledger_with_unsafe_text_is_merged_made_safe(
+    tmp_path: Path,
+) -> None:
+    with UsageLedger(tmp_path / "a.db", api_key_secret=SECRET) as first:
+        first.record(_usage(0, request_id="one"))
+        first.export(tmp_path / "a.jsonl")
+    lines = (tmp_path / "a.jsonl").read_text().splitlines()
+    lines[-1] = lines[-1].replace('"model": "gpt-4o-mini"', '"model": "gpt-4o\\n\\u0000"')
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    with UsageLedger(tmp_path / "b.db", api_key_secret=SECRET) as second:
+        assert second.merge(tmp_path / "a.jsonl")["requests_added"] == 1
+        [row] = second.usage("all", by=["model"])
+        assert row.group["model"] == "gpt-4o\ufffd\ufffd"
