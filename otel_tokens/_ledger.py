@@ -73,11 +73,12 @@ def open_store(target: str | os.PathLike[str]) -> Store:
 class UsageLedger:
     """A durable record of every request's usage per API key, queryable by period.
 
-    `record()` only queues a row; one background thread writes the queue in batches (every
-    `batch_size` rows or `flush_interval_s`, whichever comes first), each batch with its
-    hourly sums in one transaction. `flush()`, `close()` and interpreter exit write all that
-    is queued. A process killed outright loses at most what was queued in the last
-    `flush_interval_s`; the database stays consistent. API keys are stored as their keyed
+    `record()` only queues a row; one background thread writes the queue in batches (when
+    `batch_size` rows are queued, else every quarter of `flush_interval_s`), each batch
+    with its hourly sums in one transaction. `flush()`, `close()` and interpreter exit write
+    all that is queued. A process killed outright loses at most what was queued in the last
+    `flush_interval_s` while the writer keeps up (else its backlog, at most `queue_size`
+    rows); the database stays consistent. API keys are stored as their keyed
     fingerprint only.
 
     Args:
@@ -94,7 +95,8 @@ class UsageLedger:
         batch_size: the most rows written in one transaction. Batches are only this
             large when the writer falls behind; larger ones amortize the commit and
             the index pages each transaction writes.
-        flush_interval_s: the longest a row waits before it is written.
+        flush_interval_s: the longest a row waits before it is written, while the writer
+            keeps up.
         when_full: what `record()` does with a full queue: "drop" (counted and warned
             once) or "block" (waits for room).
 
