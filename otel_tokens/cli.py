@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from otel_tokens._cli_ledger import COMMANDS as LEDGER_COMMANDS
 from otel_tokens._cli_ledger import add_commands as add_ledger_commands
@@ -26,26 +26,24 @@ def _positive(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        msg = f"must be a port number from 0 to 65535 (0: any free one), got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _whole(low: int, high: int | None, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`, else an error naming `what`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low or (high is not None and value > high):
+            msg = f"must be {what}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"must be a whole number >= 1, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+_port = _whole(0, 65535, "a port number from 0 to 65535 (0: any free one)")
+_count = _whole(1, None, "a whole number >= 1")
 
 
 def _parser() -> argparse.ArgumentParser:
