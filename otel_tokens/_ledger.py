@@ -32,7 +32,7 @@ from otel_tokens._ledger_store import Row, Store
 from otel_tokens._meters import MeterSpec, MeterTotals, meter_spec
 from otel_tokens._pricing import PriceTable
 from otel_tokens._shutdown import LEDGERS, at_exit, exit_budget, shutdown_timeout
-from otel_tokens._text import safe_label, said
+from otel_tokens._text import is_safe, safe_label, said
 from otel_tokens._usage import Usage, find_fault
 from otel_tokens._warn import WarnOnce, logger
 
@@ -759,8 +759,7 @@ def _storable(*texts: str) -> tuple[str, ...]:
     """`texts` as every database stores them: exact str, no lone surrogate or NUL, at most
     MAX_TEXT characters. They come from callers and request bodies; one that could not be
     stored would fail the whole batch it is written in."""
-    joined = "".join(texts)
-    if joined.isascii() and joined.isprintable() and max(map(len, texts)) <= MAX_TEXT:
+    if is_safe("".join(texts)) and max(map(len, texts)) <= MAX_TEXT:
         return texts  # the common case, checked at once
     return tuple(safe_label(text, MAX_TEXT) for text in texts)
 

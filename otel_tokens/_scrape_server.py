@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otel_tokens._text import safe_text
+from otel_tokens._text import is_safe, safe_text
 from otel_tokens._warn import WarnOnce
 
 #: Connections held open at once, at most (and at most a quarter of the process's file
@@ -423,7 +423,7 @@ class ScrapeServer:
             from prometheus_client.exposition import choose_encoder
 
             encoder, content_type = choose_encoder(accept)
-            if not _is_safe(content_type):  # it echoes a version the client sent
+            if not is_safe(content_type):  # it echoes a version the client sent
                 encoder, content_type = choose_encoder("")
             body = self._encoded(encoder, families)
             headers = [("Content-Type", content_type)]
@@ -473,16 +473,12 @@ def _safe_families(families: Iterable[Any]) -> list[Any]:
             family.documentation = safe_text(family.documentation)
             family.samples = [
                 sample._replace(labels={k: safe_text(v) for k, v in sample.labels.items()})
-                if any(not _is_safe(v) for v in sample.labels.values())
+                if any(not is_safe(v) for v in sample.labels.values())
                 else sample
                 for sample in family.samples
             ]
         safe.append(family)
     return safe
-
-
-def _is_safe(value: object) -> bool:
-    return type(value) is str and value.isascii() and value.isprintable()
 
 
 def _parse(head: bytes) -> tuple[str, dict[str, str], bool] | None:

@@ -55,9 +55,15 @@ def safe_text(value: str) -> str:
     characters replaced by U+FFFD. Valid text comes back as it is, and fast."""
     if type(value) is not str:  # a subclass may override __hash__, __eq__, __str__
         value = str.__str__(value)
-    if value.isascii() and value.isprintable():  # the common case: nothing to replace
+    if is_safe(value):  # the common case: nothing to replace
         return value
     return _UNSAFE.sub(REPLACEMENT, value)
+
+
+def is_safe(value: object) -> bool:
+    """Whether `value` is an exact str of printable ASCII: safe anywhere, as it is (a quick
+    look that passes almost all text; what fails it goes through `safe_text`)."""
+    return type(value) is str and value.isascii() and value.isprintable()
 
 
 def safe_label(value: str, limit: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from otel_tokens._names import STATUSES, USAGE_PROBLEMS
@@ -134,11 +135,17 @@ def find_fault(usage: object) -> Fault | None:
 
 #: The fields that hold text, which series, caches and exporters hash and compare.
 _TEXT_FIELDS = (*_REQUIRED_LABELS, *_OPTIONAL_LABELS, "status", "usage_problem", "api_key")
+_read_texts = attrgetter(*_TEXT_FIELDS)
 
 
 def plain_text(usage: Usage) -> Usage:
     """`usage` with every text field an exact `str`. A str subclass may define its own ==,
     hash and str, which may raise or lie; copies of the characters cannot."""
+    for value in _read_texts(usage):  # the common case: one C call, then type checks
+        if type(value) is not str and value is not None:
+            break
+    else:
+        return usage
     changed: dict[str, Any] = {}
     for name in _TEXT_FIELDS:
         value = getattr(usage, name)

@@ -301,3 +301,39 @@ def test_the_retry_filter_leaves_the_applications_own_exporters_alone(
         )
     said = [r.getMessage() for r in caplog.records if r.name == grpc_logger.name]
     assert len(said) == 2 and all("traces" in m for m in said), said
+
+
+def test_a_collector_url_with_credentials_is_logged_without_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    endpoint = f"http://user:hunter2@127.0.0.1:{_dead_port()}"
+    telemetry = configure(exporters="otlp", export_interval_s=3600, shutdown_timeout_s=0.5,
+                          otlp_endpoint=endpoint)  # fmt: skip
+    try:
+        telemetry.tracker().record(USAGE)
+        telemetry.force_flush(timeout_s=0.3)
+        [exporter] = telemetry._exporters
+        assert "hunter2" not in exporter.where and "127.0.0.1" in exporter.where
+    finally:
+        telemetry.shutdown()
+    assert not any("hunter2" in r.getMessage() for r in caplog.records)
+
+
+def test_where_no_thread_can_start_at_exit_the_shutdown_runs_inline(
+    monkeypatch: pytest.MonkeyPatch, collector: FaultyCollector
+) -> None:
+    telemetry = configure(exporters="otlp", otlp_endpoint=collector.endpoint,
+                          export_interval_s=3600, shutdown_timeout_s=TIMEOUT_S)  # fmt: skip
+    telemetry.tracker().record(USAGE)
+
+    class Refused(threading.Thread):
+        def start(self) -> None:  # as Python 3.12.0 and 3.12.1 do at exit
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    from types import SimpleNamespace
+
+    from otel_tokens import _shutdown
+
+    monkeypatch.setattr(_shutdown, "threading", SimpleNamespace(Thread=Refused))
+    assert telemetry.shutdown() is True  # exported all the same, on this thread
+    assert collector.total("llm.requests") == 1

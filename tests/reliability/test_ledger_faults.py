@@ -403,18 +403,19 @@ def test_a_damaged_settings_row_is_a_clear_setup_error(tmp_path: Path) -> None:
 
 
 EXIT_CHILD = """
-import socket, sys
-from otel_tokens import TokenTracker, Usage, UsageLedger, configure
-ledger = UsageLedger(sys.argv[2], api_key_secret="a-test-secret-of-enough-bytes",
-                     flush_interval_s=60)
-telemetry = configure(exporters="otlp", otlp_endpoint=sys.argv[1], export_interval_s=0.2)
+import sys
+from otel_tokens import Usage, UsageLedger, configure
+endpoint, target, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ledger = UsageLedger(target, api_key_secret="a-test-secret-of-enough-bytes", flush_interval_s=60)
+telemetry = configure(exporters="otlp", otlp_endpoint=endpoint, export_interval_s=0.2)
 tracker = telemetry.tracker(ledger=ledger)
-for n in range(1000):
+for n in range(count):
     tracker.record(Usage(provider="openai", model="gpt-4o-mini", input_tokens=1))
-print("stall now", flush=True)
-sys.stdin.readline()
-print("exiting", flush=True)
-"""
+if pause == "pause":  # until the test has made the database stop answering too
+    print("stall now", flush=True)
+    sys.stdin.readline()
+    print("exiting", flush=True)
+"""  # and exits: the telemetry and the ledger shut down at interpreter exit
 
 
 def test_a_process_exits_within_one_timeout_with_both_its_collector_and_database_stuck(
@@ -426,8 +427,9 @@ def test_a_process_exits_within_one_timeout_with_both_its_collector_and_database
         probe.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
     env = {**os.environ, "OTEL_TOKENS_SHUTDOWN_TIMEOUT": "2", "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", EXIT_CHILD, dead, url], env=env, text=True,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", EXIT_CHILD, dead, url, "1000", "pause"],
+                             env=env, text=True, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)  # fmt: skip
     assert child.stdin is not None and child.stdout is not None
     try:
         assert child.stdout.readline().strip() == "stall now"
@@ -479,25 +481,14 @@ def test_forked_workers_share_the_secret_through_their_own_connections(
         assert _requests(ledger, api_key="sk-same") == 4
 
 
-EXIT_ORDER_CHILD = """
-import sys
-from otel_tokens import Usage, UsageLedger, configure
-ledger = UsageLedger(sys.argv[2], api_key_secret="a-test-secret-of-enough-bytes",
-                     flush_interval_s=60)
-telemetry = configure(exporters="otlp", otlp_endpoint=sys.argv[1], export_interval_s=0.2)
-tracker = telemetry.tracker(ledger=ledger)
-for n in range(5000):
-    tracker.record(Usage(provider="openai", model="gpt-4o-mini", input_tokens=1))
-"""  # and exits, with its collector stalled and its ledger healthy
-
-
 def test_a_stalled_collector_at_exit_costs_a_healthy_ledger_nothing(tmp_path: Path) -> None:
     listener = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
     try:
         env = {**os.environ, "OTEL_TOKENS_SHUTDOWN_TIMEOUT": "2", "PYTHONPATH": str(ROOT)}
         done = subprocess.run(
-            [sys.executable, "-c", EXIT_ORDER_CHILD,
-             f"http://127.0.0.1:{listener.getsockname()[1]}", str(tmp_path / "u.db")],
+            [sys.executable, "-c", EXIT_CHILD,
+             f"http://127.0.0.1:{listener.getsockname()[1]}", str(tmp_path / "u.db"), "5000",
+             "no pause"],
             capture_output=True, text=True, timeout=60, check=False, env=env,
         )  # fmt: skip
     finally:
