@@ -58,7 +58,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from otel_tokens import PriceTable, Usage, UsageLedger
-from otel_tokens._ledger_schema import REQUEST_COLUMNS, US_PER_HOUR, hourly_upsert
+from otel_tokens._ledger.schema import REQUEST_COLUMNS, US_PER_HOUR, hourly_upsert
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 INGEST_TARGET = 50_000  # records/s into SQLite

@@ -25,8 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from otel_tokens._worker_format import FORMAT
-from otel_tokens._worker_metrics import RETIRED, WorkerDirectory
+from otel_tokens._workers.directory import RETIRED, WorkerDirectory
+from otel_tokens._workers.format import FORMAT
 
 METRICS = 10
 BOUNDS = [

@@ -12,8 +12,8 @@ from typing import Any
 from opentelemetry.metrics import Meter
 
 from otel_tokens import PriceTable, Usage
-from otel_tokens import _instruments as spec
-from otel_tokens._pricing import PICO_PER_USD
+from otel_tokens._core import instruments as spec
+from otel_tokens._pricing.table import PICO_PER_USD
 
 
 def contract_attributes(usage: Usage) -> dict[str, Any]:

@@ -10,17 +10,17 @@ Example:
 
 from __future__ import annotations
 
-from otel_tokens._configure import Telemetry, configure
-from otel_tokens._custom_meter import CustomMeter
-from otel_tokens._ledger import UsageLedger
-from otel_tokens._ledger_query import UsageTotals
-from otel_tokens._meters import MeterTotals
-from otel_tokens._pricing import ModelPrice, PriceTable
-from otel_tokens._track import TrackedRequest
-from otel_tokens._tracker import TokenTracker
-from otel_tokens._usage import Usage
+from otel_tokens._base.meters import MeterTotals
+from otel_tokens._base.usage import Usage
+from otel_tokens._configure.configure import Telemetry, configure
+from otel_tokens._core.custom_meter import CustomMeter
+from otel_tokens._core.track import TrackedRequest
+from otel_tokens._core.tracker import TokenTracker
+from otel_tokens._ledger.ledger import UsageLedger
+from otel_tokens._ledger.query import UsageTotals
+from otel_tokens._pricing.table import ModelPrice, PriceTable
 from otel_tokens._version import __version__
-from otel_tokens._worker_server import WorkerMetricsServer
+from otel_tokens._workers.server import WorkerMetricsServer
 
 __all__ = [
     "CustomMeter",

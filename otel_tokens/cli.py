@@ -11,10 +11,10 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from otel_tokens._cli_ledger import COMMANDS as LEDGER_COMMANDS
-from otel_tokens._cli_ledger import add_commands as add_ledger_commands
-from otel_tokens._cli_ledger import run as run_ledger_command
-from otel_tokens._configure import MULTIPROC_ENV, CannotServeError
+from otel_tokens._cli.ledger import COMMANDS as LEDGER_COMMANDS
+from otel_tokens._cli.ledger import add_commands as add_ledger_commands
+from otel_tokens._cli.ledger import run as run_ledger_command
+from otel_tokens._configure.configure import MULTIPROC_ENV, CannotServeError
 from otel_tokens._version import __version__
 
 
@@ -98,12 +98,12 @@ def _serve_metrics(args: argparse.Namespace) -> int:
             f"otel-tokens serve-metrics: error: give --dir or set {MULTIPROC_ENV}", file=sys.stderr
         )
         return 2
-    from otel_tokens._worker_server import WorkerMetricsServer
+    from otel_tokens._workers.server import WorkerMetricsServer
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        from otel_tokens._worker_metrics import check_directory
+        from otel_tokens._workers.directory import check_directory
 
         source = "--dir" if args.dir != os.environ.get(MULTIPROC_ENV) else MULTIPROC_ENV
         check_directory(args.dir, source)  # first, so that its error names the option
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve_metrics(args)
     if args.command == "demo":
         try:
-            from otel_tokens._demo import run_demo
+            from otel_tokens._demo.run import run_demo
 
             run_demo(
                 duration=None if args.forever else args.duration,

@@ -27,10 +27,10 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from functools import partial
 from typing import Any
 
-from otel_tokens._http_meter import LATER_BYTES, ResponseMeter, error_type_of_exception
-from otel_tokens._http_route import Route, recognise
-from otel_tokens._tracker import TokenTracker
-from otel_tokens._usage import Usage
+from otel_tokens._base.usage import Usage
+from otel_tokens._core.tracker import TokenTracker
+from otel_tokens._http.meter import LATER_BYTES, ResponseMeter, error_type_of_exception
+from otel_tokens._http.route import Route, recognise
 from otel_tokens.providers._read import UNKNOWN_MODEL, UsageFields
 
 __all__ = ["AsyncMeteredTransport", "MeteredTransport"]

@@ -28,9 +28,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     msg = "otel_tokens.testing needs the OpenTelemetry SDK: pip install 'otel_tokens[sdk]'"
     raise ImportError(msg) from exc
 
-from otel_tokens import _names as n
-from otel_tokens._instruments import ALL
-from otel_tokens._tracker import TokenTracker
+from otel_tokens._base import names as n
+from otel_tokens._core.instruments import ALL
+from otel_tokens._core.tracker import TokenTracker
 
 __all__ = ["HistogramValue", "InMemoryMetrics"]
 

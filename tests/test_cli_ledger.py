@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from otel_tokens import ModelPrice, PriceTable, Usage, UsageLedger
-from otel_tokens._report import dollars, short
+from otel_tokens._cli.report import dollars, short
 from otel_tokens.cli import main
 from tests.conftest import SECRET
 

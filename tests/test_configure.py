@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from otel_tokens import PriceTable, Telemetry, Usage, configure
-from otel_tokens import _instruments as spec
+from otel_tokens._core import instruments as spec
 from tests.otlp_receiver import GrpcReceiver, HttpReceiver
 
 USAGE = Usage(
@@ -361,7 +361,7 @@ def test_a_missing_extra_names_the_pip_install_to_run(
 
 
 def test_shutdown_exports_a_backlog_larger_than_one_collection_folds() -> None:
-    from otel_tokens import _tracker
+    from otel_tokens._core import tracker as _tracker
 
     receiver = HttpReceiver()
     try:
@@ -392,7 +392,8 @@ def test_exit_exports_a_large_backlog_from_a_provider_of_the_users_own() -> None
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
             from opentelemetry.sdk.metrics import MeterProvider
             from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-            from otel_tokens import TokenTracker, Usage, _tracker
+            from otel_tokens import TokenTracker, Usage
+            from otel_tokens._core import tracker as _tracker
 
             _tracker.BATCH_SIZE = 10**6  # the consumer thread is never woken: all stays queued
             reader = PeriodicExportingMetricReader(

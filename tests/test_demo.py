@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from otel_tokens import UsageLedger
-from otel_tokens._demo import ACCUMULATORS, NORMALIZERS, PROFILES
-from otel_tokens._demo_upstream import Tokens, response_body, stream_events
+from otel_tokens._demo.run import ACCUMULATORS, NORMALIZERS, PROFILES
+from otel_tokens._demo.upstream import Tokens, response_body, stream_events
 
 EXPECTED = (
     "gen_ai_client_token_usage_bucket",

@@ -9,7 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from otel_tokens import Usage, _handoff, _tracker
+from otel_tokens import Usage
+from otel_tokens._core import handoff as _handoff
+from otel_tokens._core import tracker as _tracker
 from otel_tokens.testing import InMemoryMetrics
 
 USAGE = Usage(provider="openai", model="gpt-4o", input_tokens=3)
@@ -193,7 +195,7 @@ def test_the_consumer_thread_outlives_a_failing_queue(monkeypatch: pytest.Monkey
 def test_records_in_a_batch_cut_short_by_keyboard_interrupt_are_counted_as_drops(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from otel_tokens import _aggregator
+    from otel_tokens._core import aggregator as _aggregator
 
     metrics = InMemoryMetrics()
     real, calls = _aggregator.find_fault, [0]

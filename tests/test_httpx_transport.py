@@ -93,7 +93,7 @@ def test_openai_chat_through_the_real_sdk(server: FakeProviders, metrics: InMemo
 def test_the_raw_key_never_reaches_the_metrics(
     server: FakeProviders, metrics: InMemoryMetrics
 ) -> None:
-    from otel_tokens._fingerprint import KeyFingerprinter
+    from otel_tokens._base.fingerprint import KeyFingerprinter
 
     openai_client(server, metrics).embeddings.create(model="text-embedding-3-small", input="x")
     (point,) = metrics.points("llm.requests")
@@ -326,7 +326,7 @@ def test_requests_that_are_not_llm_calls_are_not_recorded(
 def test_per_request_labels_come_from_the_request_extensions(
     server: FakeProviders, metrics: InMemoryMetrics
 ) -> None:
-    from otel_tokens._fingerprint import KeyFingerprinter
+    from otel_tokens._base.fingerprint import KeyFingerprinter
 
     transport = MeteredTransport(metrics.tracker, scenario="openai")
     with httpx2.Client(transport=transport) as client:

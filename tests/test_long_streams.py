@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from otel_tokens import Usage
-from otel_tokens._http_meter import LATER_BYTES, RING_CHUNKS, ResponseMeter
-from otel_tokens._http_route import Route
+from otel_tokens._http.meter import LATER_BYTES, RING_CHUNKS, ResponseMeter
+from otel_tokens._http.route import Route
+from otel_tokens._http.sse import SSEParser
 from otel_tokens.httpx import _AsyncStream, _SyncStream
-from otel_tokens.providers._sse import SSEParser
 from tests.fake_providers import long_events
 from tests.test_streams import STREAMS, tokens
 
@@ -327,7 +327,7 @@ def test_a_failure_reading_the_ring_flags_the_usage_and_keeps_the_record(
 
 
 def test_copying_the_ring_tries_again_when_it_changes_underneath() -> None:
-    from otel_tokens._http_meter import _copy
+    from otel_tokens._http.meter import _copy
 
     class Changing(deque[bytes]):
         failures = 2

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from otel_tokens import Usage
-from otel_tokens._usage import find_fault
+from otel_tokens._base.usage import find_fault
 from otel_tokens.providers import (
     UNKNOWN_MODEL,
     from_anthropic,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from otel_tokens import _instruments as spec
+from otel_tokens._core import instruments as spec
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from otel_tokens import Usage
-from otel_tokens._usage import find_fault
+from otel_tokens._base.usage import find_fault
+from otel_tokens._http.sse import SSEParser
 from otel_tokens.providers import (
     AnthropicStream,
     BedrockStream,
@@ -18,7 +19,6 @@ from otel_tokens.providers import (
     OpenAIStream,
     StreamAccumulator,
 )
-from otel_tokens.providers._sse import SSEParser
 
 PAYLOADS = Path(__file__).parent / "payloads"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from otel_tokens._usage import Usage
+from otel_tokens._base.usage import Usage
 from otel_tokens.providers._read import Counts, UsageFields, get, is_record, normalize, text
 
 if TYPE_CHECKING:

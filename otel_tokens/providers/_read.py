@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from otel_tokens._usage import MAX_TOKENS, Usage
+from otel_tokens._base.usage import MAX_TOKENS, Usage
 
 #: The model name when neither the response nor the caller says which model it was.
 UNKNOWN_MODEL = "unknown"

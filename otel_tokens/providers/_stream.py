@@ -13,7 +13,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from otel_tokens._usage import Usage
+from otel_tokens._base.usage import Usage
 from otel_tokens.providers import _anthropic, _bedrock, _gemini, _openai
 from otel_tokens.providers._read import Counts, UsageFields, build, get, text
 

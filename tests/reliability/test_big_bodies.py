@@ -189,7 +189,7 @@ def test_a_100_mb_body_with_usage_at_its_start_is_read_in_bounded_memory(
 def test_a_gzip_bomb_is_given_up_on_flagged_and_passed_on_unchanged(
     server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from otel_tokens import _http_meter
+    from otel_tokens._http import meter as _http_meter
 
     monkeypatch.setattr(_http_meter, "MAX_DECODED_BYTES", 16 * 1024 * 1024)
     metrics, digest, size, peak = _read_through(

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 
 from otel_tokens import Telemetry, Usage, configure
-from otel_tokens._exporting import resolve_otlp_timeout
+from otel_tokens._export.exporting import resolve_otlp_timeout
 from tests.conftest import ROOT
 from tests.reliability.collector import FaultyCollector
 
@@ -332,7 +332,7 @@ def test_where_no_thread_can_start_at_exit_the_shutdown_runs_inline(
 
     from types import SimpleNamespace
 
-    from otel_tokens import _shutdown
+    from otel_tokens._base import shutdown as _shutdown
 
     monkeypatch.setattr(_shutdown, "threading", SimpleNamespace(Thread=Refused))
     assert telemetry.shutdown() is True  # exported all the same, on this thread

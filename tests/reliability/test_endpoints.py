@@ -1,7 +1,7 @@
 """The Prometheus endpoints under load: many scrapes at once, slow clients, hostile labels.
 
 Both endpoints (one process's, and `serve-metrics`'s sum of worker files) are served by
-`otel_tokens._scrape_server`, so each test runs against both.
+`otel_tokens._export.scrape_server`, so each test runs against both.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_tokens import Usage, WorkerMetricsServer, configure
-from otel_tokens import _scrape_server as scrape_server
+from otel_tokens._export import scrape_server
 
 REQUESTS = 37  # recorded before the scrapes; every scrape must show exactly these
 
@@ -339,7 +339,7 @@ FD_CHILD = """
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 from prometheus_client import CollectorRegistry
-from otel_tokens._scrape_server import ScrapeServer
+from otel_tokens._export.scrape_server import ScrapeServer
 server = ScrapeServer("127.0.0.1", 0, CollectorRegistry())
 print(server.server_address[1], flush=True)
 sys.stdin.readline()  # the flood is on

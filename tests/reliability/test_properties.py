@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_tokens import Usage, configure
-from otel_tokens._names import STATUSES, USAGE_PROBLEMS
-from otel_tokens._usage import MAX_TOKENS, TOKEN_FIELDS
+from otel_tokens._base.names import STATUSES, USAGE_PROBLEMS
+from otel_tokens._base.usage import MAX_TOKENS, TOKEN_FIELDS
+from otel_tokens._http.sse import SSEParser
 from otel_tokens.httpx import MeteredTransport
 from otel_tokens.providers import (
     AnthropicStream,
@@ -39,7 +40,6 @@ from otel_tokens.providers import (
     from_gemini,
     from_openai,
 )
-from otel_tokens.providers._sse import SSEParser
 from otel_tokens.testing import InMemoryMetrics
 
 # Reproducible in CI: no example database, the same examples on every run.

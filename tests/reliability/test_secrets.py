@@ -53,10 +53,10 @@ from otel_tokens import (
     cli,
     configure,
 )
-from otel_tokens._fingerprint import SECRET_ENV, KeyFingerprinter
-from otel_tokens._http_meter import ResponseMeter
-from otel_tokens._http_route import recognise
-from otel_tokens._ledger import MissingSecretError
+from otel_tokens._base.fingerprint import SECRET_ENV, KeyFingerprinter
+from otel_tokens._http.meter import ResponseMeter
+from otel_tokens._http.route import recognise
+from otel_tokens._ledger.ledger import MissingSecretError
 from otel_tokens.httpx import AsyncMeteredTransport, MeteredTransport
 from otel_tokens.testing import InMemoryMetrics
 from tests.conftest import SECRET

@@ -1,0 +1,1 @@
+"""The `otel-tokens` command's ledger commands and the tables it prints."""

@@ -1,0 +1,247 @@
+"""The tracker's one consumer: checks each queued `Usage` and folds it into the series totals.
+
+Counters are summed here and handed to OpenTelemetry by observable counters at collection
+time. Histogram points cannot be pre-aggregated through the public API, so they are recorded
+here, off the request path, with the context captured when `record()` was called so that
+exemplars still point at the right trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from opentelemetry.context import Context
+from opentelemetry.metrics import Histogram, Observation
+
+from otel_tokens._base import names as n
+from otel_tokens._base.text import shown
+from otel_tokens._base.usage import Usage, find_fault, plain_text
+from otel_tokens._base.warn import WarnOnce
+from otel_tokens._core import instruments as spec
+from otel_tokens._core.series import Series, SeriesTable
+from otel_tokens._pricing.table import PICO_PER_USD, PriceTable
+
+if TYPE_CHECKING:
+    from otel_tokens._ledger.ledger import UsageLedger
+
+#: A queued record: a `Usage` (or whatever a caller passed as one, checked when folded)
+#: or a `Later`, and the context it was recorded in.
+Queued = tuple[object, Context]
+
+
+class Later:
+    """A `Usage` to be made on the consumer thread: how the HTTP transports keep reading a
+    response's closing events off the request path."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Usage]) -> None:
+        self.make = make
+
+
+#: Models named in "has no price" warnings; more would let client-chosen names flood the log.
+_MAX_UNPRICED_WARNINGS = 64
+
+
+@dataclass(frozen=True)
+class Histograms:
+    """The three synchronous instruments points are recorded on."""
+
+    token_usage: Histogram
+    duration: Histogram
+    time_to_first_chunk: Histogram
+
+
+class Drops:
+    """Records not recorded, by reason: counted (from any thread) and warned once per reason."""
+
+    def __init__(self, warn: WarnOnce) -> None:
+        self._warn = warn
+        self._counts: Counter[str] = Counter()
+        self._unsaid: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def add(self, reason: str, why: str, count: int = 1, *, exc_info: bool = False) -> None:
+        """Count and warn now: for the consumer and collections, never the request path."""
+        with self._lock:
+            self._counts[reason] += count
+        self._say(reason, why, exc_info=exc_info)
+
+    def add_later(self, reason: str, why: str) -> None:
+        """Count now and leave the warning to the consumer: logging may block, `record()` not."""
+        with self._lock:
+            self._counts[reason] += 1
+            self._unsaid.setdefault(reason, why)
+
+    def say_pending(self) -> None:
+        """Log the warnings `add_later()` left, once per reason."""
+        if not self._unsaid:
+            return
+        with self._lock:
+            unsaid, self._unsaid = self._unsaid, {}
+        for reason, why in unsaid.items():
+            self._say(reason, why)
+
+    def _say(self, reason: str, why: str, *, exc_info: bool = False) -> None:
+        self._warn(
+            ("drop", reason),
+            "otel_tokens dropped a usage record: %s. Drops are counted on "
+            "otel_tokens.records.dropped{reason=%r}; this is logged once per reason",
+            why,
+            reason,
+            exc_info=exc_info,
+        )
+
+    def observations(self) -> list[Observation]:
+        self.say_pending()
+        with self._lock:
+            counts = list(self._counts.items())
+        return [Observation(count, {n.DROP_REASON: reason}) for reason, count in counts]
+
+
+#: How each usage counter reads a series, and whether the series has a point on it at all.
+#: Cost and unpriced tokens appear only where they happened: an unpriced model shows no $0.
+_COUNTER_VALUES: dict[str, tuple[Callable[[Series], float], Callable[[Series], bool]]] = {
+    spec.INPUT_TOKENS.name: (lambda s: s.input_tokens, lambda s: True),
+    spec.OUTPUT_TOKENS.name: (lambda s: s.output_tokens, lambda s: True),
+    spec.CACHE_READ_TOKENS.name: (lambda s: s.cache_read_tokens, lambda s: True),
+    spec.CACHE_WRITE_TOKENS.name: (lambda s: s.cache_write_tokens, lambda s: True),
+    spec.REASONING_TOKENS.name: (lambda s: s.reasoning_tokens, lambda s: True),
+    spec.SYSTEM_TOKENS.name: (lambda s: s.system_tokens, lambda s: True),
+    spec.COST.name: (lambda s: s.cost_pico / PICO_PER_USD, lambda s: s.priced),
+    spec.UNPRICED_TOKENS.name: (lambda s: s.unpriced_tokens, lambda s: s.unpriced_tokens > 0),
+    spec.REQUESTS.name: (lambda s: s.requests, lambda s: True),
+}
+
+
+class Aggregator:
+    """Fold queued records into series totals and histogram points; single-threaded by contract.
+
+    Args:
+        table: finds the bounded series of each record.
+        histograms: where histogram points go.
+        prices: prices by model (maybe empty).
+        drops: where records that cannot be recorded are counted.
+        warn: the tracker's once-per-kind warner.
+        ledger: where each recorded usage is also queued, with its cost.
+    """
+
+    def __init__(  # noqa: PLR0917 - built in one place, by the tracker
+        self,
+        table: SeriesTable,
+        histograms: Histograms,
+        prices: PriceTable,
+        drops: Drops,
+        warn: WarnOnce,
+        ledger: UsageLedger | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._table = table
+        self._histograms = histograms
+        self._prices = prices
+        self._drops = drops
+        self._warn = warn
+        self._warn_unpriced = WarnOnce(limit=_MAX_UNPRICED_WARNINGS)
+        self.overflowed = 0
+
+    def consume(self, batch: list[Queued]) -> None:
+        """Fold `batch` in; a record that cannot be recorded is dropped, counted and warned."""
+        self._drops.say_pending()
+        done = 0
+        try:
+            for item, context in batch:
+                usage = item
+                try:
+                    if type(item) is Later:
+                        usage = item.make()
+                    if isinstance(usage, Usage):  # before any label is hashed or compared
+                        usage = plain_text(usage)
+                    fault = find_fault(usage)
+                    if fault is None:
+                        self._fold(cast(Usage, usage), context)
+                    else:
+                        self._drops.add(fault.kind, fault.message)
+                except Exception:
+                    self._drop_failed(usage)
+                done += 1
+        finally:
+            if done < len(batch):  # KeyboardInterrupt and the like: never lose records silently
+                self._drops.add(
+                    "interrupted", "folding was interrupted (KeyboardInterrupt or the like)",
+                    count=len(batch) - done,
+                )  # fmt: skip
+
+    def _drop_failed(self, usage: object) -> None:
+        """Count a record whose folding raised. Nothing here may raise in turn: the record
+        is the caller's, so its repr may raise too, and the rest of the batch must go on."""
+        try:
+            self._drops.add(
+                "internal_error", f"recording {shown(usage)} failed (a bug: please report it)",
+                exc_info=True,
+            )  # fmt: skip
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._drops.add("internal_error", "recording a usage failed (a bug)")
+
+    def _fold(self, usage: Usage, context: Context) -> None:
+        # Everything that can fail comes before the totals change, so a record that fails is
+        # either wholly in the counters or counted as dropped, never both.
+        table = self._table
+        series = table.series_for(usage)
+        cost = self._prices.cost_pico(usage)
+        histograms = self._histograms
+        if usage.input_tokens:
+            histograms.token_usage.record(usage.input_tokens, series.input_attributes, context)
+        if usage.output_tokens:
+            histograms.token_usage.record(usage.output_tokens, series.output_attributes, context)
+        if usage.latency_s is not None:
+            histograms.duration.record(usage.latency_s, series.attributes, context)
+        if usage.streamed and usage.time_to_first_token_s is not None:
+            histograms.time_to_first_chunk.record(
+                usage.time_to_first_token_s, series.attributes, context
+            )
+
+        if series is table.overflow:
+            self.overflowed += 1
+        series.requests += 1
+        series.input_tokens += usage.input_tokens
+        series.output_tokens += usage.output_tokens
+        series.cache_read_tokens += usage.cache_read_tokens
+        series.cache_write_tokens += usage.cache_write_tokens
+        series.reasoning_tokens += usage.reasoning_tokens
+        series.system_tokens += usage.system_tokens
+        if cost is not None:
+            series.priced = True
+            series.cost_pico += cost
+        elif usage.input_tokens or usage.output_tokens:
+            series.unpriced_tokens += usage.input_tokens + usage.output_tokens
+            self._warn_no_price(series)
+        if self._ledger is not None:
+            self._ledger.add(usage, cost, int(time.time() * 1_000_000))
+
+    def _warn_no_price(self, series: Series) -> None:
+        if not len(self._prices):
+            self._warn(
+                "no_prices",
+                "otel_tokens: the price table is empty, so no cost is computed; tokens are "
+                "counted on llm.usage.unpriced_tokens. Leave prices= unset for the bundled table",
+            )
+            return
+        model = series.attributes.get(n.RESPONSE_MODEL, n.OTHER_MODEL)  # already cut to length
+        self._warn_unpriced(
+            model,
+            "otel_tokens: model %r has no price, so its tokens are counted on "
+            "llm.usage.unpriced_tokens and not as cost; add it to the price table",
+            model,
+        )
+
+    def counter_observations(self, name: str) -> list[Observation]:
+        """The current total of counter `name` on every series that has one."""
+        value, present = _COUNTER_VALUES[name]
+        return [Observation(value(s), s.attributes) for s in self._table.all() if present(s)]

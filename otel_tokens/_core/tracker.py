@@ -1,0 +1,437 @@
+"""`TokenTracker`: the one entry point for recording LLM usage as OpenTelemetry metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import cast
+
+from opentelemetry.context import get_current
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+
+from otel_tokens._base import names as n
+from otel_tokens._base.fingerprint import SECRET_ENV, KeyFingerprinter
+from otel_tokens._base.meters import meter_spec
+from otel_tokens._base.usage import Usage
+from otel_tokens._base.warn import WarnOnce
+from otel_tokens._core import instruments as spec
+from otel_tokens._core.aggregator import Aggregator, Drops, Histograms, Later, Queued
+from otel_tokens._core.custom_meter import CustomMeter
+from otel_tokens._core.handoff import Handoff
+from otel_tokens._core.series import SeriesTable
+from otel_tokens._core.track import TrackedRequest
+from otel_tokens._ledger.ledger import UsageLedger
+from otel_tokens._pricing.table import PriceTable
+
+#: Records held between `record()` and the consumer; past it `record()` drops and counts.
+#: A collection folds all of them first: about a second of work at most, whatever the load.
+QUEUE_CAPACITY = 16_384
+#: A JSON or YAML price file whose models override the bundled table, read at tracker setup.
+PRICE_FILE_ENV = "OTEL_TOKENS_PRICE_FILE"
+#: Records that wake the background consumer.
+BATCH_SIZE = 512
+
+_meters_in_use: weakref.WeakSet[Meter] = weakref.WeakSet()
+_meters_lock = threading.Lock()
+
+
+def _new_meters_lock() -> None:
+    global _meters_lock  # noqa: PLW0603 - a lock another thread held at a fork is lost for good
+    _meters_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_meters_lock)
+
+
+def _claim_meter(meter: Meter) -> None:
+    with _meters_lock:
+        try:
+            taken = meter in _meters_in_use
+        except TypeError:  # a meter that cannot be weakly referenced: nothing to guard
+            return
+        if taken:
+            msg = (
+                f"meter {getattr(meter, 'name', meter)!r} already has a TokenTracker, and a "
+                "second one's observable instruments would be silently ignored by the SDK: "
+                "reuse the first tracker or get a meter with another name"
+            )
+            raise ValueError(msg)
+        _meters_in_use.add(meter)
+
+
+#: The SDK keeps 2000 series per instrument and the token histogram has two per attribute
+#: set (input and output): past this the SDK's own overflow would merge them, uncounted.
+MAX_SERIES = 999
+_MAX_SERIES_WHY = (
+    " (the SDK keeps 2000 series per instrument and gen_ai.client.token.usage has two per "
+    "attribute set)"
+)
+
+
+def _check_int(name: str, value: object, low: int, high: int, why: str = "") -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        msg = f"{name} must be an int from {low} to {high}{why}, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+class TokenTracker:
+    """Record LLM token usage, cost and latency as OpenTelemetry metrics.
+
+    `record()` only queues the `Usage` (under a microsecond, no I/O, no lock but a wake-up
+    once per batch); one consumer, on a background thread or on the thread that collects
+    metrics, checks it,
+    adds it to bounded in-process totals and records its histogram points. Counters reach
+    OpenTelemetry as observable counters and every collection first consumes what is
+    queued, so exported data is the same as recording each instrument directly.
+
+    Args:
+        meter: the meter to create instruments on; one tracker per meter.
+        prices: prices by model. None: the bundled table, with the models of the file
+            named by OTEL_TOKENS_PRICE_FILE (JSON or YAML) overriding it when that is set.
+            A path: the bundled table with that file's models overriding it. A
+            `PriceTable`: exactly that table (`PriceTable({})` prices nothing).
+        models: an allow-list of model names; others are reported as "other".
+        max_series: the most attribute sets kept, at most 999; new ones beyond it go to one
+            overflow series. The token histogram has two series per set (input and output),
+            which keeps every instrument under the SDK's 2000 series.
+        max_label_length: label values longer than this are cut.
+        opt_in_attributes: any of "llm.provider.uuid", "llm.rule.uuid", "llm.api_key.id".
+        ledger: a `UsageLedger` that every recorded `Usage` is also written to, with the
+            cost this tracker computed for it; `flush()` writes it too. Rows the ledger
+            could not write are counted on `otel_tokens.records.dropped` too, with reasons
+            `ledger_queue_full`, `ledger_write_failed`, ... The tracker and its ledger
+            fingerprint keys with one secret: the tracker's, or else the ledger's (the one
+            it was given, or the one it keeps).
+        api_key_secret: the per-deployment secret of the API key fingerprint; defaults to the
+            OTEL_TOKENS_API_KEY_SECRET environment variable. Needed for "llm.api_key.id",
+            unless a ledger provides one.
+
+    Raises:
+        ValueError: a setting out of range, an unknown opt-in attribute, "llm.api_key.id"
+            without a secret, a secret other than the one the ledger's key ids are made
+            with, a price file that cannot be read, or a meter that already has a tracker.
+
+    Example:
+        >>> from opentelemetry.sdk.metrics import MeterProvider
+        >>> from otel_tokens import TokenTracker, Usage
+        >>> tracker = TokenTracker(MeterProvider().get_meter("my-gateway"))
+        >>> tracker.record(Usage(provider="openai", model="gpt-4o-mini", input_tokens=1200,
+        ...                      output_tokens=300, cache_read_tokens=1000, latency_s=1.8))
+    """
+
+    def __init__(
+        self,
+        meter: Meter,
+        *,
+        prices: PriceTable | str | os.PathLike[str] | None = None,
+        models: Iterable[str] | None = None,
+        max_series: int = 500,
+        max_label_length: int = 128,
+        opt_in_attributes: Iterable[str] = (),
+        api_key_secret: bytes | str | None = None,
+        ledger: UsageLedger | None = None,
+    ) -> None:
+        _check_int("max_series", max_series, 1, MAX_SERIES, why=_MAX_SERIES_WHY)
+        _check_int("max_label_length", max_label_length, 8, 1024)
+        table = _price_table(prices)
+        allowed = None if models is None else frozenset(models)
+        if allowed is not None and not all(isinstance(m, str) and m for m in allowed):
+            msg = f"models must be non-empty str model names, got {sorted(map(repr, allowed))}"
+            raise ValueError(msg)
+        opt_in = frozenset(opt_in_attributes)
+        unknown = opt_in - n.OPT_IN_ATTRIBUTES
+        if unknown:
+            msg = (
+                f"unknown opt-in attributes {sorted(unknown)}: choose from "
+                f"{sorted(n.OPT_IN_ATTRIBUTES)}"
+            )
+            raise ValueError(msg)
+        if ledger is not None and not isinstance(ledger, UsageLedger):
+            msg = f"ledger must be a UsageLedger, got {type(ledger).__name__}"
+            raise ValueError(msg)
+        secret = api_key_secret if api_key_secret is not None else os.environ.get(SECRET_ENV)
+        fingerprint = KeyFingerprinter(secret) if secret else None
+        if ledger is not None:  # one fingerprinter for both, or one key gets two ids
+            fingerprint = ledger._share_keys(fingerprint)
+        if fingerprint is None and n.API_KEY_ID in opt_in:
+            msg = (
+                f"{n.API_KEY_ID} needs a secret to fingerprint keys with: pass api_key_secret= "
+                f"or set {SECRET_ENV}"
+            )
+            raise ValueError(msg)
+        self._ledger = ledger
+        _claim_meter(meter)
+        self._meter = meter
+        self._custom_meters: dict[str, CustomMeter] = {}
+        self._custom_lock = threading.Lock()
+        self._histograms = _create_histograms(meter)
+        self._prices = table
+        self._fingerprint = fingerprint
+
+        def new_table() -> SeriesTable:
+            return SeriesTable(
+                max_series=max_series,
+                max_label_length=max_label_length,
+                models=allowed,
+                opt_in=opt_in,
+                fingerprint=fingerprint,
+                warn=self._warn,
+            )
+
+        self._new_table = new_table
+        self._start_afresh()
+        self._handoff: Handoff[Queued] = Handoff(
+            self._consume,
+            capacity=QUEUE_CAPACITY,
+            batch_size=BATCH_SIZE,
+            after_fork=self._start_afresh,
+        )
+        self._snapshot: _Snapshot | None = None
+        self.flush_into_ledger = self._handoff.drain
+        if ledger is not None:
+            ledger._attach(self)
+        for counter in (*spec.USAGE_COUNTERS, *spec.SELF_COUNTERS):
+            meter.create_observable_counter(
+                counter.name,
+                callbacks=[self._callback(counter.name)],
+                unit=counter.unit,
+                description=counter.description,
+            )
+
+    def _start_afresh(self) -> None:
+        """Empty totals; also what a forked child starts from, so it reports only its own
+        requests (the SDK's own histogram state, which it also inherits, is not reset)."""
+        self._warn = WarnOnce()
+        self._drops = Drops(self._warn)
+        self._aggregator = Aggregator(
+            self._new_table(), self._histograms, self._prices, self._drops, self._warn,
+            self._ledger,
+        )  # fmt: skip
+
+    def record(self, usage: Usage) -> None:
+        """Queue one finished request's usage to be recorded; never raises, never blocks.
+
+        An invalid `usage` is dropped when it is consumed: counted on
+        `otel_tokens.records.dropped` by reason and logged once per reason. A full queue
+        (the consumer cannot keep up) drops the same way, with reason "queue_full".
+
+        Args:
+            usage: what the request used.
+        """
+        try:
+            if not self._handoff.put((usage, get_current())):
+                self._drops.add_later(
+                    "queue_full",
+                    f"the queue of {QUEUE_CAPACITY} records waiting to be aggregated is full",
+                )
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._drops.add_later("internal_error", "queuing the record failed")
+
+    def _record_later(self, make: Callable[[], Usage]) -> None:
+        """Like `record`, but `make()` builds the `Usage` on the consumer thread."""
+        self.record(cast(Usage, Later(make)))  # queued as is; the consumer knows a Later
+
+    def track(
+        self,
+        *,
+        provider: str,
+        model: str,
+        request_model: str | None = None,
+        operation: str = "chat",
+        streamed: bool = False,
+        scenario: str | None = None,
+        user_tier: str | None = None,
+        provider_uuid: str | None = None,
+        rule_uuid: str | None = None,
+        api_key: str | None = None,
+        server_address: str | None = None,
+    ) -> TrackedRequest:
+        """Time a request in a `with` or `async with` block and record it when the block ends.
+
+        Args:
+            provider: who serves the request (`gen_ai.provider.name`).
+            model: the model expected to answer; the block may set `req.model` to the
+                model that did.
+            request_model: the model the client asked for; defaults to `model`.
+            operation: `gen_ai.operation.name`.
+            streamed: whether the response is streamed (`req.first_token()` sets it too).
+            scenario: the gateway's API surface that took the request.
+            user_tier: a low-cardinality class of the caller.
+            provider_uuid: the gateway's upstream id.
+            rule_uuid: the gateway's routing rule id.
+            api_key: the caller's key; only its fingerprint is ever exported.
+            server_address: the upstream host.
+
+        Example:
+            >>> from opentelemetry.metrics import NoOpMeter
+            >>> tracker = TokenTracker(NoOpMeter("example"))
+            >>> with tracker.track(provider="anthropic", model="claude-sonnet-4-5") as req:
+            ...     req.input_tokens, req.output_tokens = 5000, 420
+        """
+        return TrackedRequest(
+            self.record,
+            provider=provider,
+            model=model,
+            request_model=request_model,
+            operation=operation,
+            streamed=streamed,
+            scenario=scenario,
+            user_tier=user_tier,
+            provider_uuid=provider_uuid,
+            rule_uuid=rule_uuid,
+            api_key=api_key,
+            server_address=server_address,
+        )
+
+    def flush(self) -> None:
+        """Fold everything queued into the instruments now, on this thread.
+
+        Collections do this themselves; a loop that replays stored usage faster than the
+        consumer folds it calls this every few thousand records to keep the queue short.
+        With a ledger, also writes what it has queued.
+        """
+        self._handoff.drain()
+        if self._ledger is not None:
+            self._ledger.flush()
+
+    def custom_meter(
+        self,
+        name: str,
+        *,
+        unit: str,
+        aggregation: str = "sum",
+        dimensions: Sequence[str] = (),
+        currency: str | None = None,
+        description: str = "",
+    ) -> CustomMeter:
+        """Define a meter of usage other than tokens: an OpenTelemetry instrument named
+        `name` on this tracker's meter (a counter for sum and count, a gauge for last),
+        labelled by the meter's dimensions, and, with a ledger, the same meter in it,
+        queryable per key like tokens (`UsageLedger.meter_usage()`).
+
+        `record()` on the returned meter never raises; an event it cannot take is counted on
+        `otel_tokens.records.dropped{reason="invalid_event"}`. Dimension values are cut to
+        128 characters; the SDK caps each instrument's series (2000 by default).
+
+        Args: as for `UsageLedger.custom_meter()`.
+
+        Raises:
+            ValueError: a definition that is not allowed, or one that differs from a meter
+                of the same name on this tracker or in its ledger.
+
+        Example:
+            >>> from opentelemetry.metrics import NoOpMeter
+            >>> tracker = TokenTracker(NoOpMeter("example"))
+            >>> audio = tracker.custom_meter("audio.seconds", unit="s", dimensions=["model"])
+            >>> audio.record(12.5, dimensions={"model": "whisper-1"})
+        """
+        spec = meter_spec(name, unit=unit, aggregation=aggregation, dimensions=dimensions,
+                          currency=currency, description=description)  # fmt: skip
+        with self._custom_lock:
+            made = self._custom_meters.get(name)
+            if made is not None:
+                if not made.spec.same_as(spec):
+                    msg = (
+                        f"this tracker already has meter {name!r} as {made.spec.describe()}, "
+                        f"not {spec.describe()}: use the same definition or another name"
+                    )
+                    raise ValueError(msg)
+                return made
+            if self._ledger is not None:
+                spec = self._ledger._define(spec)
+            make = self._meter.create_gauge if aggregation == "last" else self._meter.create_counter
+            instrument = make(name, unit=unit, description=description)
+
+            def drop(reason: str, why: str) -> None:
+                self._drops.add_later(reason, why)
+
+            made = CustomMeter(spec, ledger=self._ledger, instrument=instrument, drop=drop)
+            self._custom_meters[name] = made
+            return made
+
+    def _consume(self, batch: list[Queued]) -> None:
+        self._aggregator.consume(batch)
+
+    def _callback(self, name: str) -> Callable[[CallbackOptions], list[Observation]]:
+        def observe(options: CallbackOptions) -> list[Observation]:
+            return self._observe(name)
+
+        return observe
+
+    def _observe(self, name: str) -> list[Observation]:
+        # The SDK calls each callback once per collection, one collection at a time: the
+        # first callback of a collection (whichever instrument it is) folds the queue and
+        # reads every counter at once, so that one export never mixes two moments.
+        snapshot = self._snapshot
+        if snapshot is None or name in snapshot.served:
+            snapshot = self._handoff.drain_then(self._take_snapshot)
+            self._snapshot = snapshot
+        snapshot.served.add(name)
+        return snapshot.observations[name]
+
+    def _ledger_drops(self) -> list[Observation]:
+        """The ledger's drops, as reasons of their own ("ledger_write_failed", ...)."""
+        if self._ledger is None:
+            return []
+        return [
+            Observation(count, {n.DROP_REASON: _ledger_reason(reason)})
+            for reason, count in self._ledger.drops().items()
+        ]
+
+    def _take_snapshot(self) -> _Snapshot:
+        aggregator = self._aggregator
+        observations = {
+            c.name: aggregator.counter_observations(c.name) for c in spec.USAGE_COUNTERS
+        }
+        observations[spec.DROPPED.name] = self._drops.observations() + self._ledger_drops()
+        observations[spec.OVERFLOWED.name] = [Observation(aggregator.overflowed)]
+        return _Snapshot(observations)
+
+
+def _ledger_reason(reason: str) -> str:
+    return reason if reason.startswith("ledger_") else f"ledger_{reason}"
+
+
+class _Snapshot:
+    """Every counter's observations at one moment, and which callbacks have taken theirs."""
+
+    __slots__ = ("observations", "served")
+
+    def __init__(self, observations: dict[str, list[Observation]]) -> None:
+        self.observations = observations
+        self.served: set[str] = set()
+
+
+def _price_table(prices: object) -> PriceTable:
+    if isinstance(prices, PriceTable):
+        return prices
+    if prices is None:
+        prices = os.environ.get(PRICE_FILE_ENV) or None
+        if prices is None:
+            return PriceTable.bundled()
+    if isinstance(prices, (str, os.PathLike)):
+        return PriceTable.bundled().with_overrides(PriceTable.from_file(prices))
+    msg = f"prices must be a PriceTable or a price file path, got {type(prices).__name__}"
+    raise ValueError(msg)
+
+
+def _create_histograms(meter: Meter) -> Histograms:
+    def create(instrument: spec.InstrumentSpec) -> Histogram:
+        return meter.create_histogram(
+            instrument.name,
+            unit=instrument.unit,
+            description=instrument.description,
+            explicit_bucket_boundaries_advisory=list(instrument.buckets or ()),
+        )
+
+    return Histograms(
+        token_usage=create(spec.TOKEN_USAGE),
+        duration=create(spec.OPERATION_DURATION),
+        time_to_first_chunk=create(spec.TIME_TO_FIRST_CHUNK),
+    )

@@ -1,0 +1,1 @@
+"""How metrics leave the process: the checked OTLP exporter and the Prometheus scrape endpoint."""

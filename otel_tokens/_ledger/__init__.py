@@ -1,0 +1,3 @@
+"""Per-key usage that survives restarts: the writer, typed rows, SQLite and PostgreSQL stores,
+queries, periods, snapshots.
+"""

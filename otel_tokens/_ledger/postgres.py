@@ -1,0 +1,213 @@
+"""The ledger in PostgreSQL, shared by the replicas of a gateway (psycopg 3, an extra)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from otel_tokens._ledger.schema import (
+    EVENT_COLUMNS,
+    POSTGRES_MIGRATIONS,
+    REQUEST_COLUMNS,
+    event_hourly_upsert,
+    migrate,
+)
+from otel_tokens._ledger.schema import hourly_upsert as _hourly_upsert
+from otel_tokens._ledger.store import Row, Store, event_hours
+
+_COLUMNS = ", ".join(REQUEST_COLUMNS)
+#: A lock id of the ledger's own, so that replicas starting together migrate once.
+_MIGRATION_LOCK = 0x6F74_6C65_6467_6572
+_STAGING = (
+    f"""CREATE TEMP TABLE IF NOT EXISTS otel_tokens_staging ON COMMIT DELETE ROWS AS
+    SELECT {_COLUMNS} FROM otel_tokens_requests WITH NO DATA""",
+    "otel_tokens_staging",
+    _COLUMNS,
+)
+# Requests another replica already added (same uid) are not returned, so not summed twice.
+_INSERT_AND_ADD = f"""WITH added AS (
+    INSERT INTO otel_tokens_requests ({_COLUMNS})
+    SELECT {_COLUMNS} FROM otel_tokens_staging
+    ON CONFLICT (uid) DO NOTHING
+    RETURNING {_COLUMNS}
+), summed AS (
+{_hourly_upsert("added", greatest="GREATEST")}
+)
+SELECT COUNT(*) FROM added"""
+_EVENTS = ", ".join(EVENT_COLUMNS)
+_EVENT_STAGING = (
+    f"""CREATE TEMP TABLE IF NOT EXISTS otel_tokens_event_staging
+    ON COMMIT DELETE ROWS AS SELECT {_EVENTS} FROM otel_tokens_events WITH NO DATA""",
+    "otel_tokens_event_staging",
+    _EVENTS,
+)
+_INSERT_EVENTS = f"""INSERT INTO otel_tokens_events ({_EVENTS})
+    SELECT {_EVENTS} FROM otel_tokens_event_staging
+    ON CONFLICT (meter, uid) DO NOTHING
+    RETURNING {_EVENTS}"""
+_ADD_EVENT_HOURS = event_hourly_upsert(greatest="GREATEST").replace("?", "%s")
+_RETRIES = 5
+#: Connection settings the URL may leave out, so that a database that stops answering
+#: fails a write within seconds instead of holding the writer for ever: connecting, a
+#: send no one acknowledges, and an idle connection to a host that went away.
+_DEFAULTS = {
+    "connect_timeout": "5",
+    "tcp_user_timeout": "30000",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:
+        msg = "a postgresql:// ledger needs psycopg 3: pip install 'otel_tokens[postgres]'"
+        raise ImportError(msg) from exc
+    return psycopg
+
+
+class PostgresStore(Store):
+    """A ledger in a PostgreSQL database (its tables are prefixed `otel_tokens_`).
+
+    Args:
+        url: a `postgresql://` connection URL.
+
+    Raises:
+        ImportError: psycopg is not installed.
+        ValueError: the database cannot be reached, or holds a newer schema.
+    """
+
+    placeholder = "%s"
+
+    def __init__(self, url: str) -> None:
+        psycopg = _psycopg()
+        self._psycopg = psycopg
+        self.description = _without_password(url)
+        self._conninfo = _with_defaults(psycopg, url)
+        self._lock = threading.Lock()
+        self._reading = threading.Lock()
+        try:
+            self._db = self._connect()
+            self._reader = self._connect()
+            self._migrate()
+        except psycopg.Error as exc:
+            msg = f"cannot open the usage ledger {self.description!r}: {exc}"
+            raise ValueError(msg) from exc
+
+    def _connect(self) -> Any:
+        return self._psycopg.connect(self._conninfo, autocommit=True)
+
+    def _migrate(self) -> None:
+        def work(db: Any) -> None:
+            with db.transaction():
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                migrate(db.execute, POSTGRES_MIGRATIONS, description=self.description,
+                        placeholder="%s")  # fmt: skip
+
+        with self._lock:
+            self._on_writer(work)
+
+    def refused_a_row(self, exc: BaseException) -> bool:
+        # Classes 22 and 23 (a value out of range, NUL in text, a violated constraint); not a
+        # read-only standby, missing privileges or a dropped connection.
+        psycopg = self._psycopg
+        row_faults = (psycopg.DataError, psycopg.IntegrityError)
+        return isinstance(exc, row_faults) or super().refused_a_row(exc)
+
+    def write(self, rows: Sequence[Row]) -> int:
+        with self._lock:
+            return int(self._on_writer(lambda db: self._write(db, rows)))
+
+    def write_events(self, rows: Sequence[Row]) -> int:
+        with self._lock:
+            return int(self._on_writer(lambda db: self._write_events(db, rows)))
+
+    def _on_writer(self, work: Callable[[Any], Any]) -> Any:
+        """`work(connection)` on the writing connection (the caller holds its lock), retried
+        on a deadlock or serialization failure, and once on a new connection when the
+        server dropped this one (restarted, or its backend terminated): the transaction it
+        was in rolled back, so doing it again counts nothing twice."""
+        errors = self._psycopg.errors
+        for attempt in range(_RETRIES):
+            if self._db.closed:
+                self._db = self._connect()
+            try:
+                return work(self._db)
+            except (errors.DeadlockDetected, errors.SerializationFailure):
+                if attempt == _RETRIES - 1:
+                    raise
+            except (self._psycopg.OperationalError, self._psycopg.InterfaceError):
+                if attempt > 0 or not self._db.closed:
+                    raise
+        return None  # not reached
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        with self._reading:
+            for attempt in range(2):
+                if self._reader.closed:
+                    self._reader = self._connect()
+                try:
+                    return list(self._reader.execute(sql, params).fetchall())
+                except (self._psycopg.OperationalError, self._psycopg.InterfaceError):
+                    if attempt > 0 or not self._reader.closed:
+                        raise
+        return []  # not reached
+
+    def _write_events(self, db: Any, rows: Sequence[Row]) -> int:
+        with db.transaction(), _staged(db, _EVENT_STAGING, rows) as cursor:
+            cursor.execute(_INSERT_EVENTS)
+            added = cursor.fetchall()
+            if added:
+                # Sorted hour keys: replicas adding to the same hours lock them in order.
+                cursor.executemany(_ADD_EVENT_HOURS, event_hours(added))
+        return len(added)
+
+    def _write(self, db: Any, rows: Sequence[Row]) -> int:
+        with db.transaction(), _staged(db, _STAGING, rows) as cursor:
+            cursor.execute(_INSERT_AND_ADD)
+            added = cursor.fetchone()
+        return int(added[0]) if added else 0
+
+    def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        def work(db: Any) -> list[int]:
+            with db.transaction():
+                return [int(db.execute(sql, params).rowcount) for sql, params in statements]
+
+        with self._lock:
+            result: list[int] = self._on_writer(work)
+            return result
+
+
+@contextlib.contextmanager
+def _staged(db: Any, staging: tuple[str, str, str], rows: Sequence[Row]) -> Iterator[Any]:
+    """A cursor, inside the caller's transaction, after `rows` are copied into the staging
+    table that `staging` (CREATE statement, table, columns) makes."""
+    create, table, columns = staging
+    db.execute(create)
+    with db.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        yield cursor
+
+
+def _with_defaults(psycopg: Any, url: str) -> str:
+    """`url` as connection settings, with `_DEFAULTS` for what it leaves out."""
+    given = psycopg.conninfo.conninfo_to_dict(url)
+    missing = {name: value for name, value in _DEFAULTS.items() if name not in given}
+    return str(psycopg.conninfo.make_conninfo(url, **missing))
+
+
+def _without_password(url: str) -> str:
+    """`url` fit for a message: its password replaced."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"

@@ -1,0 +1,1 @@
+"""Prices per model and what a `Usage` costs, from the bundled table or a price file."""
