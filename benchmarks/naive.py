@@ -13,7 +13,7 @@ from opentelemetry.metrics import Meter
 
 from otel_tokens import PriceTable, Usage
 from otel_tokens._core import instruments as spec
-from otel_tokens._pricing.table import PICO_PER_USD
+from otel_tokens._pricing.prices import PICO_PER_USD
 
 
 def contract_attributes(usage: Usage) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from otel_tokens._core.track import TrackedRequest
 from otel_tokens._core.tracker import TokenTracker
 from otel_tokens._ledger.ledger import UsageLedger
 from otel_tokens._ledger.query import UsageTotals
-from otel_tokens._pricing.table import ModelPrice, PriceTable
+from otel_tokens._pricing.prices import ModelPrice
+from otel_tokens._pricing.table import PriceTable
 from otel_tokens._version import __version__
 from otel_tokens._workers.server import WorkerMetricsServer
 

@@ -25,7 +25,8 @@ from otel_tokens._base.usage import Usage, find_fault, plain_text
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._core import instruments as spec
 from otel_tokens._core.series import Series, SeriesTable
-from otel_tokens._pricing.table import PICO_PER_USD, PriceTable
+from otel_tokens._pricing.prices import PICO_PER_USD
+from otel_tokens._pricing.table import PriceTable
 
 if TYPE_CHECKING:
     from otel_tokens._ledger.ledger import UsageLedger

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from otel_tokens._ledger.periods import Period, bucket_starts, to_local
 from otel_tokens._ledger.schema import TOKEN_COLUMNS, US_PER_HOUR
 from otel_tokens._ledger.store import SUM_NAMES, Row, Store, bucket_sql
-from otel_tokens._pricing.table import PICO_PER_USD
+from otel_tokens._pricing.prices import PICO_PER_USD
 
 #: What `by=` may name, and the column each reads.
 GROUPS = {

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from otel_tokens._pricing.table import ModelPrice, PriceTable
+from otel_tokens._pricing.prices import ModelPrice
 
 FILE_VERSION = 1
 _PRICE_FIELDS = frozenset(
@@ -37,19 +37,18 @@ _PRICE_FIELDS = frozenset(
 )
 _NOTE_FIELDS = frozenset({"model", "provider", "source", "note"})
 
-_bundled: PriceTable | None = None
+#: A file's rows by model, and where they were read (for messages).
+Rows = tuple[dict[str, list[ModelPrice]], str]
 
 
-def load_bundled() -> PriceTable:
-    """The package's own table, read once per process."""
-    global _bundled  # noqa: PLW0603 - a cache of an immutable value
-    if _bundled is None:
-        text = resources.files("otel_tokens").joinpath("prices.json").read_text("utf-8")
-        _bundled = parse(json.loads(text), "otel_tokens/prices.json")
-    return _bundled
+def read_bundled() -> Rows:
+    """The rows of the package's own table."""
+    text = resources.files("otel_tokens").joinpath("prices.json").read_text("utf-8")
+    where = "otel_tokens/prices.json"
+    return parse(json.loads(text), where), where
 
 
-def load_file(path: object) -> PriceTable:
+def read_file(path: object) -> Rows:
     """Read a JSON or YAML price file; errors name the file, the row and the field."""
     if not isinstance(path, (str, os.PathLike)):
         msg = f"a price file path must be a str or path, got {path!r}"
@@ -72,7 +71,7 @@ def load_file(path: object) -> PriceTable:
             raise ValueError(msg) from None
     else:
         data = _load_yaml(text, file)
-    return parse(data, str(file))
+    return parse(data, str(file)), str(file)
 
 
 def _load_yaml(text: str, file: Path) -> object:
@@ -91,8 +90,8 @@ def _load_yaml(text: str, file: Path) -> object:
         raise ValueError(msg) from None
 
 
-def parse(data: object, where: str) -> PriceTable:
-    """Turn a parsed price file into a table.
+def parse(data: object, where: str) -> dict[str, list[ModelPrice]]:
+    """Turn a parsed price file into its rows by model.
 
     Raises:
         ValueError: naming `where`, the row and the field that is wrong.
@@ -108,11 +107,7 @@ def parse(data: object, where: str) -> PriceTable:
     for index, row in enumerate(data["prices"]):
         model, price = _row(row, f"{where}: row {index}")
         by_model.setdefault(model, []).append(price)
-    try:
-        return PriceTable(by_model)
-    except ValueError as exc:
-        msg = f"{where}: {exc}"
-        raise ValueError(msg) from None
+    return by_model
 
 
 def _row(row: object, where: str) -> tuple[str, ModelPrice]:

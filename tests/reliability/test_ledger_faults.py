@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from otel_tokens import PriceTable, Usage, UsageLedger
-from otel_tokens._ledger.ledger import MissingSecretError
 from otel_tokens._ledger import sqlite as ledger_sqlite
+from otel_tokens._ledger.ledger import MissingSecretError
 from otel_tokens._pricing.table import ModelPrice
 from otel_tokens.testing import InMemoryMetrics
 from tests.conftest import POSTGRES, ROOT, SECRET, postgres_schema
