@@ -232,7 +232,7 @@ def test_a_trackers_metrics_count_what_its_ledger_dropped(tmp_path: Path) -> Non
         with ledger._store._lock:  # type: ignore[attr-defined]  # the writer stalls
             for _ in range(40):
                 metrics.tracker.record(usage())
-            metrics.tracker.flush_into_ledger()
+            metrics.tracker._handoff.drain()
             dropped = metrics.value("otel_tokens.records.dropped", reason="ledger_queue_full")
         assert dropped == ledger.drops()["ledger_queue_full"] >= 20
         assert metrics.value("llm.requests") == 40  # the metrics lost nothing

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from otel_tokens._base.text import safe_label, shown
 
@@ -200,6 +200,22 @@ def to_micro(value: float | Decimal) -> int:
         return value * MICRO
     return int((Decimal(str(value)) if isinstance(value, float) else value).scaleb(6)
                .to_integral_value())  # fmt: skip
+
+
+class MeterEvent(NamedTuple):
+    """One checked event of a custom meter, on its way to the ledger."""
+
+    spec: MeterSpec
+    #: The value in millionths of the unit.
+    value_micro: int
+    #: The value of each of the meter's dimensions, in the order it defines them.
+    values: tuple[str, ...]
+    key_id: str | None
+    #: The caller's key, fingerprinted on the ledger's writer thread (never stored).
+    api_key: str | None
+    idempotency_key: str | None
+    #: When it happened, in UTC microseconds.
+    at_us: int
 
 
 @dataclass

@@ -29,7 +29,7 @@ from otel_tokens._pricing.prices import PICO_PER_USD
 from otel_tokens._pricing.table import PriceTable
 
 if TYPE_CHECKING:
-    from otel_tokens._ledger.ledger import UsageLedger
+    from otel_tokens._core.sink import UsageSink
 
 #: A queued record: a `Usage` (or whatever a caller passed as one, checked when folded)
 #: or a `Later`, and the context it was recorded in.
@@ -140,7 +140,7 @@ class Aggregator:
         prices: PriceTable,
         drops: Drops,
         warn: WarnOnce,
-        ledger: UsageLedger | None = None,
+        ledger: UsageSink | None = None,
     ) -> None:
         self._ledger = ledger
         self._table = table

@@ -1,4 +1,5 @@
-"""`CustomMeter`: record events of a custom meter into the ledger and as an instrument."""
+"""`CustomMeter`: record events of a custom meter into a sink (the ledger) and as an
+instrument."""
 
 from __future__ import annotations
 
@@ -6,13 +7,11 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from otel_tokens._base.meters import MeterSpec, to_micro
+from otel_tokens._base.meters import MeterEvent, MeterSpec, to_micro
 from otel_tokens._base.text import shown
-
-if TYPE_CHECKING:
-    from otel_tokens._ledger.ledger import UsageLedger
+from otel_tokens._core.sink import UsageSink
 
 
 class CustomMeter:
@@ -27,12 +26,12 @@ class CustomMeter:
         self,
         spec: MeterSpec,
         *,
-        ledger: UsageLedger | None,
+        sink: UsageSink | None,
         instrument: Any = None,
         drop: Callable[[str, str], None],
     ) -> None:
         self.spec = spec
-        self._ledger = ledger
+        self._sink = sink
         self._instrument = instrument
         self._add = None if instrument is None else getattr(instrument, "add", None)
         self._set = None if instrument is None else getattr(instrument, "set", None)
@@ -82,10 +81,11 @@ class CustomMeter:
                     self._add(float(value), attributes)
                 elif self._set is not None:
                     self._set(float(value), attributes)
-            if self._ledger is not None:
+            if self._sink is not None:
                 at_us = int((at.timestamp() if at is not None else time.time()) * 1_000_000)
-                entry = (spec, to_micro(value), values, key_id, api_key, idempotency_key, at_us)
-                self._ledger._put_event(entry)
+                event = MeterEvent(spec, to_micro(value), values, key_id, api_key,
+                                   idempotency_key, at_us)  # fmt: skip
+                self._sink.put_event(event)
         except Exception:
             self._drop("internal_error", "recording a custom meter event failed (a bug)")
 

@@ -22,8 +22,8 @@ from otel_tokens._core.aggregator import Aggregator, Drops, Histograms, Later, Q
 from otel_tokens._core.custom_meter import CustomMeter
 from otel_tokens._core.handoff import Handoff
 from otel_tokens._core.series import SeriesTable
+from otel_tokens._core.sink import UsageSink
 from otel_tokens._core.track import TrackedRequest
-from otel_tokens._ledger.ledger import UsageLedger
 from otel_tokens._pricing.table import PriceTable
 
 #: Records held between `record()` and the consumer; past it `record()` drops and counts.
@@ -134,7 +134,7 @@ class TokenTracker:
         max_label_length: int = 128,
         opt_in_attributes: Iterable[str] = (),
         api_key_secret: bytes | str | None = None,
-        ledger: UsageLedger | None = None,
+        ledger: UsageSink | None = None,
     ) -> None:
         _check_int("max_series", max_series, 1, MAX_SERIES, why=_MAX_SERIES_WHY)
         _check_int("max_label_length", max_label_length, 8, 1024)
@@ -151,13 +151,13 @@ class TokenTracker:
                 f"{sorted(n.OPT_IN_ATTRIBUTES)}"
             )
             raise ValueError(msg)
-        if ledger is not None and not isinstance(ledger, UsageLedger):
+        if ledger is not None and not isinstance(ledger, UsageSink):
             msg = f"ledger must be a UsageLedger, got {type(ledger).__name__}"
             raise ValueError(msg)
         secret = api_key_secret if api_key_secret is not None else os.environ.get(SECRET_ENV)
         fingerprint = KeyFingerprinter(secret) if secret else None
         if ledger is not None:  # one fingerprinter for both, or one key gets two ids
-            fingerprint = ledger._share_keys(fingerprint)
+            fingerprint = ledger.share_keys(fingerprint)
         if fingerprint is None and n.API_KEY_ID in opt_in:
             msg = (
                 f"{n.API_KEY_ID} needs a secret to fingerprint keys with: pass api_key_secret= "
@@ -192,9 +192,8 @@ class TokenTracker:
             after_fork=self._start_afresh,
         )
         self._snapshot: _Snapshot | None = None
-        self.flush_into_ledger = self._handoff.drain
-        if ledger is not None:
-            ledger._attach(self)
+        if ledger is not None:  # the ledger's flush() and close() write what is queued here
+            ledger.add_source(self._handoff.drain)
         for counter in (*spec.USAGE_COUNTERS, *spec.SELF_COUNTERS):
             meter.create_observable_counter(
                 counter.name,
@@ -344,14 +343,14 @@ class TokenTracker:
                     raise ValueError(msg)
                 return made
             if self._ledger is not None:
-                spec = self._ledger._define(spec)
+                spec = self._ledger.define(spec)
             make = self._meter.create_gauge if aggregation == "last" else self._meter.create_counter
             instrument = make(name, unit=unit, description=description)
 
             def drop(reason: str, why: str) -> None:
                 self._drops.add_later(reason, why)
 
-            made = CustomMeter(spec, ledger=self._ledger, instrument=instrument, drop=drop)
+            made = CustomMeter(spec, sink=self._ledger, instrument=instrument, drop=drop)
             self._custom_meters[name] = made
             return made
 

@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
+from otel_tokens._base.meters import MeterSpec, MeterTotals
 from otel_tokens._ledger.periods import Period, bucket_starts, to_local
-from otel_tokens._ledger.schema import TOKEN_COLUMNS, US_PER_HOUR
+from otel_tokens._ledger.schema import EVENT_DIMENSIONS, TOKEN_COLUMNS, US_PER_HOUR
 from otel_tokens._ledger.store import SUM_NAMES, Row, Store, bucket_sql
 from otel_tokens._pricing.prices import PICO_PER_USD
 
@@ -115,6 +116,37 @@ def query(
         return UsageTotals(group=group)
 
     return sum_period(period, groups, GROUPS, hours, requests, new)
+
+
+def meter_query(
+    store: Store, spec: MeterSpec, period: Period, by: Sequence[str], *, key_id: str | None
+) -> list[MeterTotals]:
+    """A custom meter's events in `period`, one `MeterTotals` per group, in group order.
+
+    Raises:
+        ValueError: a group that is neither key, day, hour nor one of the meter's dimensions.
+    """
+    columns: dict[str, str | None] = {"key": "key_id", "day": None, "hour": None}
+    columns.update(zip(spec.dimensions, EVENT_DIMENSIONS, strict=False))
+    groups = tuple(by)
+    for group in groups:
+        if group not in columns:
+            msg = f"cannot group meter {spec.name!r} by {group!r}: choose from {', '.join(columns)}"
+            raise ValueError(msg)
+    check_groups([g for g in groups if g in ("key", "day", "hour")])
+
+    def hours(first: int, end: int, dims: list[str], bucket: str | None) -> list[Row]:
+        return store.meter_hourly_sums(spec, first, end, key_id=key_id, dims=dims,
+                                       bucket=bucket)  # fmt: skip
+
+    def events(start: int, end: int, dims: list[str]) -> list[Row]:
+        return store.meter_event_sums(spec, start, end, key_id=key_id, dims=dims)
+
+    def new(group: dict[str, str]) -> MeterTotals:
+        return MeterTotals(spec.name, spec.unit, spec.aggregation, group,
+                           currency=spec.currency)  # fmt: skip
+
+    return sum_period(period, groups, columns, hours, events, new)
 
 
 class _Totals(Protocol):

@@ -9,16 +9,17 @@ id or a generated one), which is how a merge knows what it already has.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from otel_tokens._base.meters import MeterSpec
 from otel_tokens._base.names import STATUSES
 from otel_tokens._base.text import safe_text, shown
 from otel_tokens._ledger.periods import Period
+from otel_tokens._ledger.rows import EventRow, RequestRow
 from otel_tokens._ledger.schema import EVENT_COLUMNS, REQUEST_COLUMNS, TOKEN_COLUMNS
-from otel_tokens._ledger.store import Row, Store
+from otel_tokens._ledger.store import Store
 
 FORMAT = "otel_tokens.ledger"
 VERSION = 1
@@ -26,6 +27,7 @@ METER_FIELDS = ("name", "unit", "aggregation", "dimensions", "currency", "descri
 #: Rows written to the ledger in one transaction while merging.
 MERGE_BATCH = 5_000
 _MAX_ID = 256
+_Row = TypeVar("_Row", RequestRow, EventRow)
 
 
 def write_snapshot(
@@ -107,6 +109,75 @@ def read_snapshot(lines: Iterable[str], source: str) -> Iterator[tuple[str, Any]
         raise SnapshotError(msg)
 
 
+def merge_snapshot(
+    store: Store,
+    lines: Iterable[str],
+    source: str,
+    define: Callable[[MeterSpec], MeterSpec],
+    accept_keys: Callable[[str | None, str], None],
+) -> dict[str, int]:
+    """Add the snapshot in `lines` to `store`, skipping the rows it already holds.
+
+    Args:
+        store: the ledger's database.
+        lines: the snapshot, as `write_snapshot` wrote it.
+        source: the file, for messages.
+        define: stores a meter's definition (raises on a different one).
+        accept_keys: takes the check value of the secret the snapshot's key ids were made
+            with (raises on another secret than the ledger's).
+
+    Raises:
+        ValueError: a damaged line (what came before it is merged), an event of a meter it
+            does not define, another definition of a meter, or another key secret.
+    """
+    counts = dict.fromkeys(
+        ("requests_added", "requests_skipped", "events_added", "events_skipped", "meters"), 0
+    )
+    meters = {spec.name for spec in store.meters()}
+    requests: list[RequestRow] = []
+    events: list[EventRow] = []
+
+    def write_requests() -> None:
+        _write(counts, "requests", requests, store.write)
+
+    def write_events() -> None:
+        _write(counts, "events", events, store.write_events)
+
+    try:
+        for kind, item in read_snapshot(lines, source):
+            if kind == "snapshot":
+                accept_keys(item, source)
+            elif kind == "meter":
+                meters.add(define(item).name)
+                counts["meters"] += 1
+            elif kind == "event":
+                if item.meter not in meters:
+                    msg = f"{source}: an event of meter {item.meter!r}, which it does not define"
+                    raise ValueError(msg)
+                events.append(item)
+                if len(events) >= MERGE_BATCH:
+                    write_events()
+            else:
+                requests.append(item)
+                if len(requests) >= MERGE_BATCH:
+                    write_requests()
+    finally:
+        write_requests()
+        write_events()
+    return counts
+
+
+def _write(
+    counts: dict[str, int], kind: str, rows: list[_Row], write: Callable[[Sequence[_Row]], int]
+) -> None:
+    """Write a batch of rows, count them as added and skipped, and empty it."""
+    if rows:
+        added = write(rows)
+        counts[f"{kind}_added"] += added
+        counts[f"{kind}_skipped"] += len(rows) - added
+        rows.clear()
+
+
 def _check_header(kind: str, fields: Any, where: str) -> None:
     if kind != "snapshot" or not isinstance(fields, dict) or fields.get("format") != FORMAT:
         msg = f"{where} does not start an {FORMAT} snapshot: write one with `otel-tokens export`"
@@ -147,7 +218,7 @@ def _integer(fields: dict[str, Any], name: str, *, optional: bool = False, low: 
         raise ValueError(msg)
 
 
-def _request_row(fields: Any) -> Row:
+def _request_row(fields: Any) -> RequestRow:
     found = _fields(fields, REQUEST_COLUMNS)
     _text(found, "uid", limit=_MAX_ID)
     if not found["uid"]:
@@ -171,17 +242,17 @@ def _request_row(fields: Any) -> Row:
                                 or not 0 <= latency < 1e9):  # fmt: skip
         msg = f"latency_s must be seconds >= 0 or null, got {latency!r}"
         raise ValueError(msg)
-    return tuple(found[name] for name in REQUEST_COLUMNS)
+    return RequestRow._make(found[name] for name in REQUEST_COLUMNS)
 
 
-def _event_row(fields: Any) -> Row:
+def _event_row(fields: Any) -> EventRow:
     found = _fields(fields, EVENT_COLUMNS)
     _text(found, "uid", limit=_MAX_ID)
     for name in ("meter", "key_id", "d1", "d2", "d3", "d4"):
         _text(found, name)
     _integer(found, "at_us")
     _integer(found, "value_micro", low=-(2**63))
-    return tuple(found[name] for name in EVENT_COLUMNS)
+    return EventRow._make(found[name] for name in EVENT_COLUMNS)
 
 
 def _meter(fields: Any) -> MeterSpec:

@@ -22,7 +22,7 @@ import pytest
 
 from otel_tokens import PriceTable, Usage, UsageLedger
 from otel_tokens._ledger import sqlite as ledger_sqlite
-from otel_tokens._ledger.ledger import MissingSecretError
+from otel_tokens._ledger.reading import MissingSecretError
 from otel_tokens._pricing.table import ModelPrice
 from otel_tokens.testing import InMemoryMetrics
 from tests.conftest import POSTGRES, ROOT, SECRET, postgres_schema
@@ -475,7 +475,7 @@ def test_forked_workers_share_the_secret_through_their_own_connections(
                           env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "[0, 0, 0, 0]", done.stderr
     with UsageLedger(target) as ledger:  # the secret the first worker made, kept
-        fingerprint = ledger._share_keys(None)
+        fingerprint = ledger.share_keys(None)
         assert fingerprint is not None
         assert [k for k in ledger.key_ids() if k] == [fingerprint("sk-same")]
         assert _requests(ledger, api_key="sk-same") == 4

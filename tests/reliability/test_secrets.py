@@ -56,7 +56,7 @@ from otel_tokens import (
 from otel_tokens._base.fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._http.meter import ResponseMeter
 from otel_tokens._http.route import recognise
-from otel_tokens._ledger.ledger import MissingSecretError
+from otel_tokens._ledger.reading import MissingSecretError
 from otel_tokens.httpx import AsyncMeteredTransport, MeteredTransport
 from otel_tokens.testing import InMemoryMetrics
 from tests.conftest import SECRET

@@ -1,0 +1,235 @@
+"""The ledger's queue and the one thread that writes it to the database in batches."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from otel_tokens._base.meters import MeterEvent
+from otel_tokens._base.text import said
+from otel_tokens._base.warn import WarnOnce
+from otel_tokens._ledger.rows import EventRow, Queued, QueuedUsage, RequestRow, RowMaker
+from otel_tokens._ledger.store import Store
+
+#: How often the writer looks for rows within each flush interval (see `_write_loop`).
+_TICKS_PER_INTERVAL = 4
+
+_Row = TypeVar("_Row", RequestRow, EventRow)
+
+
+class Writer:
+    """A bounded queue of entries and the thread that writes them, a batch per transaction.
+
+    Args:
+        store: the database, as the ledger has it now (a forked child opens its own).
+        rows: what turns entries into rows.
+        target: the ledger, for messages.
+        capacity: the most entries waiting.
+        batch_size: the most rows written in one transaction.
+        interval_s: the longest an entry waits while the writer keeps up.
+        block: whether `put()` waits for room instead of dropping.
+    """
+
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        rows: RowMaker,
+        *,
+        target: str,
+        capacity: int,
+        batch_size: int,
+        interval_s: float,
+        block: bool,
+    ) -> None:
+        self._store = store
+        self._rows = rows
+        self._target = target
+        self._capacity = capacity
+        self._batch_size = batch_size
+        self._interval = interval_s
+        self._block = block
+        self.closed = False
+        self._closing_by = math.inf  # when close(timeout_s=) gives up
+        self.start_afresh()
+
+    def start_afresh(self) -> None:
+        """An empty queue, fresh locks and a writer thread: at start, and in a forked child,
+        which writes only what it records itself (its parent writes what was queued)."""
+        self._queue: deque[Queued] = deque()
+        self._cond = threading.Condition()
+        self._taken = 0  # entries the writer took from the queue
+        self._in_flight = 0  # of them, those it is writing now
+        self._done = 0  # entries written or dropped
+        self._drops: Counter[str] = Counter()
+        self._warn = WarnOnce()
+        self._thread = threading.Thread(target=self._write_loop, name="otel_tokens-ledger",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def put(self, entry: Queued) -> None:
+        """Queue `entry`, or count it dropped (a full queue, a closed ledger)."""
+        queue = self._queue
+        if self.closed:
+            self.drop("ledger_closed", "it was recorded after the ledger was closed")
+            return
+        if len(queue) >= self._capacity:
+            if not self._block:
+                self.drop("ledger_queue_full", f"the ledger queue of {self._capacity} is full")
+                return
+            with self._cond:
+                while len(queue) >= self._capacity and not self.closed:
+                    if time.monotonic() >= self._closing_by:  # closing, and the time is up
+                        break
+                    self._cond.notify_all()
+                    self._cond.wait(0.1)
+            if self.closed or len(queue) >= self._capacity:  # closed while it waited
+                self.drop("ledger_closed", "the ledger was closed while it waited for room")
+                return
+        queue.append(entry)  # no lock: the writer counts what it takes, flush() adds the rest
+        if len(queue) == self._batch_size:  # a batch is ready: wake the writer
+            with self._cond:
+                self._cond.notify_all()
+
+    def drop(self, reason: str, why: str, count: int = 1) -> None:
+        """Count `count` entries not written, and warn once per reason."""
+        with self._cond:
+            self._drops[reason] += count
+        self._warn(
+            ("drop", reason),
+            "otel_tokens: the usage ledger dropped %d record(s): %s. Counted in "
+            "UsageLedger.drops(); this is logged once per reason",
+            count,
+            why,
+        )
+
+    def drops(self) -> dict[str, int]:
+        """Entries not written, by reason."""
+        with self._cond:
+            return dict(self._drops)
+
+    def _write_loop(self) -> None:
+        # A row waits at most a tick for the writer to take it, behind at most one batch
+        # being written, and is durable once its own batch commits: while the writer keeps
+        # up (a batch takes less than a tick), under three ticks, within flush_interval_s.
+        tick = self._interval / _TICKS_PER_INTERVAL
+        while True:
+            with self._cond:
+                if len(self._queue) < self._batch_size and not self.closed:
+                    self._cond.wait(tick)
+                if self.closed and not self._queue:
+                    return
+            while self._queue:  # all that is queued now, a batch at a time
+                self._write_some()
+
+    def _write_some(self) -> None:
+        queue = self._queue
+        with self._cond:
+            entries = [queue.popleft() for _ in range(min(self._batch_size, len(queue)))]
+            self._taken += len(entries)
+            self._in_flight = len(entries)
+        if not entries:
+            return
+        requests: list[RequestRow] = []
+        events: list[EventRow] = []
+        try:
+            for entry in entries:
+                try:
+                    if isinstance(entry, QueuedUsage):
+                        if (row := self._rows.request_row(entry)) is not None:
+                            requests.append(row)
+                    elif isinstance(entry, MeterEvent):
+                        events.append(self._rows.event_row(entry))
+                except Exception:
+                    self.drop("internal_error", "making its row failed (a bug: please report it)")
+            store = self._store()
+            if requests:
+                self._write_batch(store, store.write, requests)
+            if events:
+                self._write_batch(store, store.write_events, events)
+        finally:
+            with self._cond:
+                self._done += len(entries)
+                self._in_flight = 0
+                self._cond.notify_all()
+
+    def _write_batch(
+        self, store: Store, write: Callable[[Sequence[_Row]], int], batch: Sequence[_Row]
+    ) -> None:
+        """Write `batch`, or drop it (counted) when the database cannot be written. When the
+        database refused a row of it instead, the halves are written on their own, so
+        that a row it cannot take costs that row alone."""
+        try:
+            write(batch)
+        except Exception as exc:
+            refused = store.refused_a_row(exc)
+            if refused and len(batch) > 1:
+                half = len(batch) // 2
+                self._write_batch(store, write, batch[:half])
+                self._write_batch(store, write, batch[half:])
+                return
+            reason = "row_refused" if refused else "write_failed"
+            self.drop(reason, f"writing to {self._target!r} failed: {said(exc)}", len(batch))
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything queued so far is written (or dropped).
+
+        Args:
+            timeout_s: the longest to wait; None waits until it is written.
+
+        Returns:
+            False when the time ran out first.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            target = self._taken + len(self._queue)  # all queued so far
+            self._cond.notify_all()
+            while self._done < target:
+                if not self._thread.is_alive():
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.notify_all()
+                self._cond.wait(0.05 if left is None else min(left, 0.05))
+        if self._done < target:  # no writer (closed, or a forked child): write here
+            while self._queue:
+                self._write_some()
+        return True
+
+    def give_up_at(self, timeout_s: float) -> None:
+        """Have a `put()` waiting for room, and `close()`, give up `timeout_s` from now."""
+        self._closing_by = time.monotonic() + timeout_s
+
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Write what is queued and stop; from now on `put()` counts a drop.
+
+        Args:
+            timeout_s: the longest to wait for the writer; None waits until all is written.
+
+        Returns:
+            False when the writer is still stuck on the database: what was left is then
+            counted as `ledger_closed`, and the writer still holds the database.
+        """
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+        left_s = None if timeout_s is None else max(0.0, self._closing_by - time.monotonic())
+        self._thread.join(left_s)  # it writes what is queued, then stops
+        if self._thread.is_alive():  # stuck on a database that does not answer
+            with self._cond:
+                left = len(self._queue) + self._in_flight
+                self._queue.clear()
+            why = (
+                f"the ledger was closed after waiting {timeout_s:g} s for {self._target!r} to "
+                "take them (the batch being written is counted too, though the database may "
+                "yet take it)"
+            )
+            self.drop("ledger_closed", why, left)
+            return False
+        while self._queue:  # no writer (a forked child's): write here
+            self._write_some()
+        return True
