@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from otel_tokens._base.meters import MeterTotals
 from otel_tokens._base.usage import Usage
-from otel_tokens._configure.configure import Telemetry, configure
+from otel_tokens._configure.configure import configure
+from otel_tokens._configure.telemetry import Telemetry
 from otel_tokens._core.custom_meter import CustomMeter
 from otel_tokens._core.track import TrackedRequest
 from otel_tokens._core.tracker import TokenTracker

@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from otel_tokens._cli.ledger import COMMANDS as LEDGER_COMMANDS
 from otel_tokens._cli.ledger import add_commands as add_ledger_commands
 from otel_tokens._cli.ledger import run as run_ledger_command
-from otel_tokens._configure.configure import MULTIPROC_ENV, CannotServeError
+from otel_tokens._export.endpoint import CannotServeError
 from otel_tokens._version import __version__
+from otel_tokens._workers.files import MULTIPROC_ENV
 
 
 def _positive(text: str) -> float:
@@ -103,7 +104,7 @@ def _serve_metrics(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        from otel_tokens._workers.directory import check_directory
+        from otel_tokens._workers.files import check_directory
 
         source = "--dir" if args.dir != os.environ.get(MULTIPROC_ENV) else MULTIPROC_ENV
         check_directory(args.dir, source)  # first, so that its error names the option

@@ -17,21 +17,22 @@ Neither httpx nor httpx2 is imported until a transport is built.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
-import sys
-import threading
 import time
-import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 from otel_tokens._base.usage import Usage
-from otel_tokens._core.tracker import TokenTracker
-from otel_tokens._http.meter import LATER_BYTES, ResponseMeter, error_type_of_exception
+from otel_tokens._core.tracker import TokenTracker, recording_hooks
+from otel_tokens._http.libraries import (
+    DefaultTransports,
+    check_installed,
+    mismatch,
+)
+from otel_tokens._http.meter import ResponseMeter, error_type_of_exception
 from otel_tokens._http.route import Route, recognise
-from otel_tokens.providers._read import UNKNOWN_MODEL, UsageFields
+from otel_tokens._http.streams import AsyncStream, SyncStream, wrap_stream
+from otel_tokens.providers import UNKNOWN_MODEL, UsageFields
 
 __all__ = ["AsyncMeteredTransport", "MeteredTransport"]
 
@@ -39,67 +40,6 @@ __all__ = ["AsyncMeteredTransport", "MeteredTransport"]
 EXTENSION = "otel_tokens"
 _LABELS = ("scenario", "user_tier", "provider_uuid", "rule_uuid", "provider")
 _PER_REQUEST = frozenset({*_LABELS, "api_key", "system_tokens", "request_id"})
-
-
-#: The libraries whose transports can be wrapped, in the order a default is looked for.
-_LIBRARIES = ("httpx2", "httpx")
-
-
-def _library_of(obj: object) -> str | None:
-    """ "httpx" or "httpx2" when `obj` is one of theirs (a request, a transport), else None."""
-    name = type(obj).__module__.split(".", 1)[0]
-    return name if name in _LIBRARIES else None
-
-
-def _check_installed() -> None:
-    for name in _LIBRARIES:
-        if importlib.util.find_spec(name) is not None:
-            return
-    msg = (
-        "MeteredTransport needs httpx2 or httpx when no transport= is given: "
-        "pip install 'otel_tokens[httpx2]' (or [httpx]), or pass transport="
-    )
-    raise ImportError(msg)
-
-
-class _Defaults:
-    """The transport to use when none was given: the default one of the library of each
-    request (an httpx client sends httpx requests, which only an httpx transport takes),
-    made on first use, one per library."""
-
-    def __init__(self, asynchronous: bool) -> None:
-        self._asynchronous = asynchronous
-        self._made: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def for_request(self, request: object) -> Any:
-        library = _library_of(request) or _LIBRARIES[0]
-        transport = self._made.get(library)
-        if transport is None:
-            with self._lock:
-                transport = self._made.get(library)
-                if transport is None:
-                    module = importlib.import_module(library)
-                    make = module.AsyncHTTPTransport if self._asynchronous else module.HTTPTransport
-                    transport = self._made[library] = make()
-        return transport
-
-    def made(self) -> list[Any]:
-        with self._lock:
-            return list(self._made.values())
-
-
-def _mismatch(transport: object, request: object) -> str | None:
-    """Why `transport` cannot take `request` (one library's transport, the other's request)."""
-    mine, theirs = _library_of(transport), _library_of(request)
-    if mine is None or theirs is None or mine == theirs:
-        return None
-    return (
-        f"MeteredTransport wraps a {mine} transport ({type(transport).__name__}) but the client "
-        f"sending through it is {theirs}'s, and {mine} transports cannot take {theirs} "
-        f"requests: pass transport={theirs}.{type(transport).__name__}() or leave transport= "
-        "unset to use the client's own library"
-    )
 
 
 def _check_labels(labels: Mapping[str, str | None]) -> dict[str, str]:
@@ -130,12 +70,12 @@ class _Base:
         if not isinstance(tracker, TokenTracker):
             msg = f"MeteredTransport needs a TokenTracker, got {type(tracker).__name__}"
             raise ValueError(msg)
-        self._tracker = tracker
+        self._hooks = recording_hooks(tracker)
         self._transport = transport
-        self._defaults: _Defaults | None = None
+        self._defaults: DefaultTransports | None = None
         if transport is None:
-            _check_installed()
-            self._defaults = _Defaults(asynchronous)
+            check_installed()
+            self._defaults = DefaultTransports(asynchronous)
         else:
             method = "handle_async_request" if asynchronous else "handle_request"
             if not callable(getattr(transport, method, None)):
@@ -157,7 +97,7 @@ class _Base:
             return self._defaults.for_request(request)
         kind = type(request)
         if kind not in self._checked:
-            problem = _mismatch(self._transport, request)
+            problem = mismatch(self._transport, request)
             if problem is not None:
                 raise TypeError(problem)
             self._checked.add(kind)
@@ -199,9 +139,10 @@ class _Base:
                 elif name in _PER_REQUEST:
                     fields[name] = value
         # The raw key goes no further than here: the tracker gets its keyed fingerprint.
-        fingerprint = self._tracker._fingerprint
-        if api_key and fingerprint is not None:
-            fields["api_key_id"] = fingerprint(api_key)
+        if api_key:
+            key_id = self._hooks.key_id(api_key)
+            if key_id is not None:
+                fields["api_key_id"] = key_id
         result: UsageFields = fields  # type: ignore[assignment]
         return result
 
@@ -216,14 +157,14 @@ class _Base:
                 "status": status,
                 "error_type": error_type_of_exception(exc) if status == "error" else None,
             }
-            self._tracker._record_later(partial(_failure_usage, route, values))
+            self._hooks.record_later(partial(_failure_usage, route, values))
 
     def _metered(
         self, route: Route, request: Any, response: Any, started: float, mixin: type
     ) -> Any:
         """`response` with its byte stream replaced by one that meters it."""
         with contextlib.suppress(Exception):  # metering must never break the caller's request
-            response.stream = _wrap_stream(
+            response.stream = wrap_stream(
                 response, self._meter(route, request, response, started), mixin
             )
         return response
@@ -231,7 +172,7 @@ class _Base:
     def _meter(self, route: Route, request: Any, response: Any, started: float) -> ResponseMeter:
         headers = response.headers
         return ResponseMeter(
-            self._tracker._record_later,
+            self._hooks.record_later,
             route=route,
             started=started,
             status_code=int(response.status_code),
@@ -255,112 +196,6 @@ def _failure_usage(route: Route, values: dict[str, Any]) -> Usage:
     model = route.request_model()
     return Usage(model=model or UNKNOWN_MODEL, request_model=model,
                  streamed=route.asked_to_stream(), **values)  # fmt: skip
-
-
-#: (metering mixin, library base class) → the class that combines them.
-_stream_classes: dict[tuple[type, type], type] = {}
-
-
-def _wrap_stream(response: Any, meter: ResponseMeter, mixin: type) -> Any:
-    """Wrap `response.stream` in a subclass of its own library's byte-stream class, which
-    httpx and httpx2 check with isinstance()."""
-    name = "SyncByteStream" if mixin is _SyncStream else "AsyncByteStream"
-    library = sys.modules.get(type(response).__module__.split(".", 1)[0])
-    base = getattr(library, name, None)
-    base = base if isinstance(base, type) else object
-    cls = _stream_classes.get((mixin, base))
-    if cls is None:
-        cls = _stream_classes[(mixin, base)] = type("Metered" + name, (mixin, base), {})
-    return cls(response.stream, meter)
-
-
-class _SyncStream:
-    def __init__(self, inner: Any, meter: ResponseMeter) -> None:
-        self._inner = inner
-        self._meter = meter
-        # A response dropped without close() still records (as canceled) when collected.
-        weakref.finalize(self, meter.on_close)
-
-    def __iter__(self) -> Iterator[bytes]:
-        meter = self._meter
-        chunks = iter(self._inner)
-        try:
-            for chunk in chunks:
-                meter.on_chunk(chunk)
-                yield chunk
-                if meter.later is not None:
-                    break
-            ring, later = meter.ring, meter.later
-            if ring is not None:  # the rest of a stream of one event per chunk: its last ones
-                keep = ring.append
-                for chunk in chunks:
-                    keep(chunk)
-                    yield chunk
-            elif later is not None:  # the rest of a long stream: kept and read many at a time
-                keep, size = later.append, 0
-                for chunk in chunks:
-                    keep(chunk)
-                    yield chunk
-                    size += len(chunk)
-                    if size >= LATER_BYTES:
-                        size = 0
-                        meter.on_later()
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            meter.on_error(exc)
-            raise
-        meter.on_end()
-
-    def close(self) -> None:
-        try:
-            self._inner.close()
-        finally:
-            self._meter.on_close()
-
-
-class _AsyncStream:
-    def __init__(self, inner: Any, meter: ResponseMeter) -> None:
-        self._inner = inner
-        self._meter = meter
-        weakref.finalize(self, meter.on_close)
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        meter = self._meter
-        chunks = aiter(self._inner)
-        try:
-            async for chunk in chunks:
-                meter.on_chunk(chunk)
-                yield chunk
-                if meter.later is not None:
-                    break
-            ring, later = meter.ring, meter.later
-            if ring is not None:  # as in _SyncStream
-                keep = ring.append
-                async for chunk in chunks:
-                    keep(chunk)
-                    yield chunk
-            elif later is not None:
-                keep, size = later.append, 0
-                async for chunk in chunks:
-                    keep(chunk)
-                    yield chunk
-                    size += len(chunk)
-                    if size >= LATER_BYTES:
-                        size = 0
-                        meter.on_later()
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            meter.on_error(exc)
-            raise
-        meter.on_end()
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            self._meter.on_close()
 
 
 class MeteredTransport(_Base):
@@ -427,7 +262,7 @@ class MeteredTransport(_Base):
         except BaseException as exc:
             self._record_failure(route, request, started, exc)
             raise
-        return self._metered(route, request, response, started, _SyncStream)
+        return self._metered(route, request, response, started, SyncStream)
 
     def close(self) -> None:
         """Close the wrapped transport (or the default ones made)."""
@@ -500,7 +335,7 @@ class AsyncMeteredTransport(_Base):
         except BaseException as exc:
             self._record_failure(route, request, started, exc)
             raise
-        return self._metered(route, request, response, started, _AsyncStream)
+        return self._metered(route, request, response, started, AsyncStream)
 
     async def aclose(self) -> None:
         """Close the wrapped transport (or the default ones made)."""

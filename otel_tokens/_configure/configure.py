@@ -7,28 +7,19 @@ The SDK and each exporter are imported only here, when asked for, so the core pa
 from __future__ import annotations
 
 import os
-import threading
-import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from otel_tokens._base.shutdown import (
-    DEFAULT_TIMEOUT_S,
-    TELEMETRY,
-    TIMEOUT_ENV,
-    at_exit,
-    cancel_at_exit,
-    exit_budget,
-    run_within,
     shutdown_timeout,
 )
 from otel_tokens._base.warn import logger
-from otel_tokens._core.tracker import TokenTracker
-from otel_tokens._version import __version__
+from otel_tokens._configure.telemetry import Telemetry
+from otel_tokens._export.endpoint import PrometheusServer, import_error, prometheus_address, setting
+from otel_tokens._workers.files import MULTIPROC_ENV, check_directory
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.resources import Resource
 
@@ -36,30 +27,14 @@ if TYPE_CHECKING:
 
 EXPORTERS = ("otlp", "prometheus", "console")
 PROTOCOLS = ("grpc", "http/protobuf")
-DEFAULT_PROMETHEUS_HOST = "127.0.0.1"
-DEFAULT_PROMETHEUS_PORT = 9464
 _METRICS_PATH = "/v1/metrics"
-#: The directory several worker processes write their totals to (prometheus_client's name).
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_WRITE_MS = 5_000
-
-
-def _import_error(extra: str, what: str, exc: ImportError) -> ImportError:
-    msg = f"{what} needs an extra that is not installed: pip install 'otel_tokens[{extra}]'"
-    error = ImportError(msg)
-    error.__cause__ = exc
-    return error
-
-
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
 
 
 def _exporter_names(exporters: str | Iterable[str] | None) -> list[str]:
     source = "exporters"
     if exporters is None:
-        exporters, source = _env("OTEL_METRICS_EXPORTER") or "otlp", "OTEL_METRICS_EXPORTER"
+        exporters, source = setting("OTEL_METRICS_EXPORTER") or "otlp", "OTEL_METRICS_EXPORTER"
     items = exporters.split(",") if isinstance(exporters, str) else list(exporters)
     names = [str(item).strip().lower() for item in items if str(item).strip()]
     if names == ["none"]:
@@ -75,7 +50,7 @@ def _otlp_protocol(protocol: str | None) -> str:
     source = "otlp_protocol"
     if protocol is None:
         for name in ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
-            protocol, source = _env(name), name
+            protocol, source = setting(name), name
             if protocol:
                 break
     protocol = protocol or "http/protobuf"
@@ -93,32 +68,16 @@ def _export_interval_ms(seconds: float | None) -> int | None:
             msg = f"export_interval_s must be a number of seconds > 0, got {seconds!r}"
             raise ValueError(msg)
         return max(1, round(seconds * 1000))
-    raw = _env("OTEL_METRIC_EXPORT_INTERVAL")
+    raw = setting("OTEL_METRIC_EXPORT_INTERVAL")
     if raw is not None and not (raw.isdigit() and int(raw) > 0):
         msg = f"OTEL_METRIC_EXPORT_INTERVAL must be a whole number of milliseconds > 0, got {raw!r}"
         raise ValueError(msg)
     return None
 
 
-def _prometheus_address(host: str | None, port: int | None) -> tuple[str, int]:
-    host = host or _env("OTEL_EXPORTER_PROMETHEUS_HOST") or DEFAULT_PROMETHEUS_HOST
-    source = "prometheus_port"
-    if port is None:
-        raw, source = _env("OTEL_EXPORTER_PROMETHEUS_PORT"), "OTEL_EXPORTER_PROMETHEUS_PORT"
-        try:
-            port = DEFAULT_PROMETHEUS_PORT if raw is None else int(raw)
-        except ValueError:
-            msg = f"OTEL_EXPORTER_PROMETHEUS_PORT must be a port number, got {raw!r}"
-            raise ValueError(msg) from None
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        msg = f"{source} must be a port number from 0 to 65535, got {port!r}"
-        raise ValueError(msg)
-    return host, port
-
-
 def _env_interval_ms(default: int) -> int:
     """OTEL_METRIC_EXPORT_INTERVAL (checked by `_export_interval_ms`), else `default`."""
-    raw = _env("OTEL_METRIC_EXPORT_INTERVAL")
+    raw = setting("OTEL_METRIC_EXPORT_INTERVAL")
     return default if raw is None else int(raw)
 
 
@@ -133,7 +92,7 @@ def _workers_dir(
     """
     source = "prometheus_multiproc_dir"
     if directory is None:
-        directory, source = _env(MULTIPROC_ENV), MULTIPROC_ENV
+        directory, source = setting(MULTIPROC_ENV), MULTIPROC_ENV
     if directory is None:
         return None
     if host is not None or port is not None:
@@ -143,7 +102,6 @@ def _workers_dir(
             f"not apply: pass one or the other (unset {MULTIPROC_ENV} to serve from here)"
         )
         raise ValueError(msg)
-    from otel_tokens._workers.directory import check_directory
 
     path = check_directory(directory, source)
     logger.info(
@@ -159,7 +117,7 @@ def _resource(service_name: str | None, attributes: Mapping[str, Any] | None) ->
     try:
         from opentelemetry.sdk.resources import Resource
     except ImportError as exc:
-        raise _import_error("sdk", "configure()", exc) from None
+        raise import_error("sdk", "configure()", exc) from None
     explicit = dict(attributes or {})
     if service_name is not None:
         explicit["service.name"] = service_name
@@ -167,51 +125,6 @@ def _resource(service_name: str | None, attributes: Mapping[str, Any] | None) ->
     # made anew in a forked child), so worker processes pushing to one collector keep their
     # own series instead of overwriting each other's.
     return Resource.create(explicit)
-
-
-class CannotServeError(OSError):
-    """The Prometheus endpoint cannot listen where it was asked to."""
-
-    def __init__(self, host: str, port: int, cause: OSError) -> None:
-        self.where = f"{host}:{port}"
-        self.reason = str(cause.strerror or cause)
-        super().__init__(cause.errno, self.says("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT"))
-
-    def says(self, *fixes: str) -> str:
-        """The message, naming `fixes` as where to give another port."""
-        return (
-            f"cannot serve Prometheus metrics on {self.where}: {self.reason}; pass another "
-            f"{' or set '.join(fixes)} (0 picks a free port)"
-        )
-
-
-class _PrometheusServer:
-    """A pull endpoint serving one reader's own registry (never prometheus_client's global one)."""
-
-    def __init__(
-        self, host: str, port: int, make_reader: Callable[[Any], MetricReader] | None = None
-    ) -> None:
-        try:
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader
-            from prometheus_client import CollectorRegistry
-        except ImportError as exc:
-            raise _import_error("prometheus", "the Prometheus exporter", exc) from None
-        from otel_tokens._export.scrape_server import ScrapeServer
-
-        registry = CollectorRegistry()  # its own, never prometheus_client's global one
-        make = make_reader or (lambda registry: PrometheusMetricReader(registry=registry))
-        self.reader = make(registry)
-        try:
-            self._server = ScrapeServer(host, port, registry)
-        except OSError as exc:
-            self.reader.shutdown()
-            raise CannotServeError(host, port, exc) from exc
-        bound_host, bound_port = str(self._server.server_address[0]), self._server.server_address[1]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.url = f"http://{shown}:{bound_port}/metrics"
-
-    def close(self) -> None:
-        self._server.close()
 
 
 def _otlp_reader(
@@ -231,8 +144,8 @@ def _otlp_reader(
         kwargs["headers"] = dict(headers)
     where = (
         endpoint
-        or _env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-        or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or setting("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        or setting("OTEL_EXPORTER_OTLP_ENDPOINT")
     )
     try:
         if protocol == "grpc":
@@ -255,158 +168,10 @@ def _otlp_reader(
             exporter = HttpExporter(**kwargs)
             where = where or "http://localhost:4318"
     except ImportError as exc:
-        raise _import_error("otlp", f"the OTLP exporter ({protocol})", exc) from None
+        raise import_error("otlp", f"the OTLP exporter ({protocol})", exc) from None
     leave_out_retry_warnings()
     checked = CheckedExporter(exporter, f"the OTLP collector at {where} ({protocol})")
     return PeriodicExportingMetricReader(checked, export_interval_millis=interval_ms), checked
-
-
-_live_telemetries: weakref.WeakSet[Telemetry] = weakref.WeakSet()
-
-
-def _new_locks_after_fork() -> None:
-    for telemetry in list(_live_telemetries):
-        telemetry._lock = threading.Lock()  # one held by a parent thread would never be freed
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_locks_after_fork)
-
-
-class Telemetry:
-    """A configured MeterProvider with its exporters, and the tracker that records on it.
-
-    Made by `configure()`. Shut down at interpreter exit by itself; `shutdown()` earlier
-    exports what is left and stops the Prometheus endpoint.
-    """
-
-    def __init__(
-        self,
-        meter_provider: MeterProvider,
-        resource: Resource,
-        prometheus: _PrometheusServer | None,
-        *,
-        exporters: Iterable[CheckedExporter] = (),
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
-        self.meter_provider = meter_provider
-        self.resource = resource
-        self._prometheus = prometheus
-        self._exporters = list(exporters)
-        self._timeout_s = timeout_s
-        self._tracker: TokenTracker | None = None
-        self._tracker_options: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self._shut_down = False
-        self._pid = os.getpid()
-        self._exit_step = at_exit(self._shutdown_at_exit, TELEMETRY)
-        _live_telemetries.add(self)
-
-    @property
-    def prometheus_url(self) -> str | None:
-        """The URL Prometheus scrapes, or None without the Prometheus exporter."""
-        return None if self._prometheus is None else self._prometheus.url
-
-    @property
-    def service_instance_id(self) -> str:
-        """This process's `service.instance.id`."""
-        return str(self.resource.attributes["service.instance.id"])
-
-    def tracker(self, **options: Any) -> TokenTracker:
-        """The tracker on this provider, made on first call with `options`.
-
-        Args:
-            options: keyword arguments of `TokenTracker` other than the meter; only on the
-                first call.
-
-        Raises:
-            ValueError: options on a later call that differ from the first call's.
-        """
-        if os.getpid() != self._pid:
-            logger.warning(
-                "otel_tokens: configure() ran in process %d, which then forked; this process "
-                "(%d) would export under the parent's service.instance.id. Call configure() "
-                "in each worker after the fork (gunicorn: post_fork; uvicorn: app startup)",
-                self._pid,
-                os.getpid(),
-            )
-            self._pid = os.getpid()
-        with self._lock:
-            if self._tracker is None:
-                meter = self.meter_provider.get_meter("otel_tokens", __version__)
-                self._tracker = TokenTracker(meter, **options)
-                self._tracker_options = options
-            elif options and options != self._tracker_options:
-                msg = (
-                    "the tracker was already made with other options "
-                    f"({sorted(self._tracker_options)}); pass options on the first call only"
-                )
-                raise ValueError(msg)
-            return self._tracker
-
-    def force_flush(self, timeout_s: float | None = None) -> bool:
-        """Export what has been recorded now.
-
-        Args:
-            timeout_s: the longest to wait; default the shutdown timeout (5 s).
-
-        Returns:
-            True when every export that ran succeeded in time; False when one failed (a
-            collector that refused or is down) or did not finish in time.
-        """
-        timeout = self._timeout_s if timeout_s is None else shutdown_timeout(timeout_s, "timeout_s")
-        marks = [(exporter, exporter.mark()) for exporter in self._exporters]
-        millis = round(timeout * 1000)
-        done, flushed = run_within(
-            lambda: self.meter_provider.force_flush(timeout_millis=millis), timeout, "flush"
-        )
-        return bool(done and flushed) and all(e.settled_since(mark) for e, mark in marks)
-
-    def shutdown(self, timeout_s: float | None = None) -> bool:
-        """Export what is left, stop the exporters and the Prometheus endpoint. Idempotent.
-
-        Returns within `timeout_s` (default: `shutdown_timeout_s` of `configure()`, 5 s)
-        however long a collector takes to answer, or fails to.
-
-        Returns:
-            True when the last exports succeeded in time; False, with a warning, when one
-            failed or was given up.
-        """
-        with self._lock:
-            if self._shut_down:
-                return True
-            self._shut_down = True
-        cancel_at_exit(self._exit_step)
-        timeout = self._timeout_s if timeout_s is None else shutdown_timeout(timeout_s, "timeout_s")
-        marks = [(exporter, exporter.mark()) for exporter in self._exporters]
-        millis = round(timeout * 1000)
-        try:
-            done, _ = run_within(
-                lambda: self.meter_provider.shutdown(timeout_millis=millis), timeout, "shutdown"
-            )
-        finally:
-            if self._prometheus is not None:
-                self._prometheus.close()
-        unsettled = [e.where for e, mark in marks if not e.settled_since(mark)]
-        if not done or unsettled:
-            logger.warning(
-                "otel_tokens: the last export to %s did not succeed within the shutdown "
-                "timeout of %.1f s; what it held is lost (raise shutdown_timeout_s or %s to "
-                "wait longer)",
-                ", ".join(unsettled) or "the readers",
-                timeout,
-                TIMEOUT_ENV,
-            )
-        return done and not unsettled
-
-    def _shutdown_at_exit(self) -> None:
-        self.shutdown(timeout_s=exit_budget(self._timeout_s))
-
-    def __enter__(self) -> Telemetry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
 
 def configure(
@@ -486,7 +251,7 @@ def configure(
         else None
     )
     address = (
-        _prometheus_address(prometheus_host, prometheus_port)
+        prometheus_address(prometheus_host, prometheus_port)
         if "prometheus" in names and workers_dir is None
         else None
     )
@@ -505,10 +270,10 @@ def configure(
     try:
         # Bind the port first: it is what most often fails, and nothing else has started yet.
         if address is not None:
-            prometheus = _PrometheusServer(*address)
+            prometheus = PrometheusServer(*address)
             all_readers.append(prometheus.reader)
         if workers_dir is not None:
-            from otel_tokens._workers.directory import WorkerFileExporter
+            from otel_tokens._workers.file_exporter import WorkerFileExporter
 
             files = CheckedExporter(WorkerFileExporter(workers_dir), str(workers_dir), warn=False)
             checked.append(files)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 from opentelemetry.context import get_current
-from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otel_tokens._base import names as n
 from otel_tokens._base.fingerprint import SECRET_ENV, KeyFingerprinter
@@ -18,10 +17,18 @@ from otel_tokens._base.meters import meter_spec
 from otel_tokens._base.usage import Usage
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._core import instruments as spec
-from otel_tokens._core.aggregator import Aggregator, Drops, Histograms, Later, Queued
+from otel_tokens._core.aggregator import Aggregator, Drops, Later, Queued
 from otel_tokens._core.custom_meter import CustomMeter
 from otel_tokens._core.handoff import Handoff
 from otel_tokens._core.series import SeriesTable
+from otel_tokens._core.setup import (
+    MAX_SERIES,
+    MAX_SERIES_WHY,
+    check_int,
+    claim_meter,
+    create_histograms,
+    price_table,
+)
 from otel_tokens._core.sink import UsageSink
 from otel_tokens._core.track import TrackedRequest
 from otel_tokens._pricing.table import PriceTable
@@ -29,54 +36,8 @@ from otel_tokens._pricing.table import PriceTable
 #: Records held between `record()` and the consumer; past it `record()` drops and counts.
 #: A collection folds all of them first: about a second of work at most, whatever the load.
 QUEUE_CAPACITY = 16_384
-#: A JSON or YAML price file whose models override the bundled table, read at tracker setup.
-PRICE_FILE_ENV = "OTEL_TOKENS_PRICE_FILE"
 #: Records that wake the background consumer.
 BATCH_SIZE = 512
-
-_meters_in_use: weakref.WeakSet[Meter] = weakref.WeakSet()
-_meters_lock = threading.Lock()
-
-
-def _new_meters_lock() -> None:
-    global _meters_lock  # noqa: PLW0603 - a lock another thread held at a fork is lost for good
-    _meters_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_meters_lock)
-
-
-def _claim_meter(meter: Meter) -> None:
-    with _meters_lock:
-        try:
-            taken = meter in _meters_in_use
-        except TypeError:  # a meter that cannot be weakly referenced: nothing to guard
-            return
-        if taken:
-            msg = (
-                f"meter {getattr(meter, 'name', meter)!r} already has a TokenTracker, and a "
-                "second one's observable instruments would be silently ignored by the SDK: "
-                "reuse the first tracker or get a meter with another name"
-            )
-            raise ValueError(msg)
-        _meters_in_use.add(meter)
-
-
-#: The SDK keeps 2000 series per instrument and the token histogram has two per attribute
-#: set (input and output): past this the SDK's own overflow would merge them, uncounted.
-MAX_SERIES = 999
-_MAX_SERIES_WHY = (
-    " (the SDK keeps 2000 series per instrument and gen_ai.client.token.usage has two per "
-    "attribute set)"
-)
-
-
-def _check_int(name: str, value: object, low: int, high: int, why: str = "") -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        msg = f"{name} must be an int from {low} to {high}{why}, got {value!r}"
-        raise ValueError(msg)
-    return value
 
 
 class TokenTracker:
@@ -136,9 +97,9 @@ class TokenTracker:
         api_key_secret: bytes | str | None = None,
         ledger: UsageSink | None = None,
     ) -> None:
-        _check_int("max_series", max_series, 1, MAX_SERIES, why=_MAX_SERIES_WHY)
-        _check_int("max_label_length", max_label_length, 8, 1024)
-        table = _price_table(prices)
+        check_int("max_series", max_series, 1, MAX_SERIES, why=MAX_SERIES_WHY)
+        check_int("max_label_length", max_label_length, 8, 1024)
+        table = price_table(prices)
         allowed = None if models is None else frozenset(models)
         if allowed is not None and not all(isinstance(m, str) and m for m in allowed):
             msg = f"models must be non-empty str model names, got {sorted(map(repr, allowed))}"
@@ -165,11 +126,11 @@ class TokenTracker:
             )
             raise ValueError(msg)
         self._ledger = ledger
-        _claim_meter(meter)
+        claim_meter(meter)
         self._meter = meter
         self._custom_meters: dict[str, CustomMeter] = {}
         self._custom_lock = threading.Lock()
-        self._histograms = _create_histograms(meter)
+        self._histograms = create_histograms(meter)
         self._prices = table
         self._fingerprint = fingerprint
 
@@ -235,6 +196,11 @@ class TokenTracker:
     def _record_later(self, make: Callable[[], Usage]) -> None:
         """Like `record`, but `make()` builds the `Usage` on the consumer thread."""
         self.record(cast(Usage, Later(make)))  # queued as is; the consumer knows a Later
+
+    def _key_id(self, api_key: str) -> str | None:
+        """The keyed fingerprint of `api_key`; None without a secret to make it with."""
+        fingerprint = self._fingerprint
+        return None if fingerprint is None else fingerprint(api_key)
 
     def track(
         self,
@@ -407,30 +373,23 @@ class _Snapshot:
         self.served: set[str] = set()
 
 
-def _price_table(prices: object) -> PriceTable:
-    if isinstance(prices, PriceTable):
-        return prices
-    if prices is None:
-        prices = os.environ.get(PRICE_FILE_ENV) or None
-        if prices is None:
-            return PriceTable.bundled()
-    if isinstance(prices, (str, os.PathLike)):
-        return PriceTable.bundled().with_overrides(PriceTable.from_file(prices))
-    msg = f"prices must be a PriceTable or a price file path, got {type(prices).__name__}"
-    raise ValueError(msg)
+class RecordingHooks(NamedTuple):
+    """What code outside the core that meters requests for a tracker (the HTTP transports)
+    needs of it, and nothing more."""
+
+    #: Queue a `Usage` that the callable builds on the consumer thread, off the request path.
+    record_later: Callable[[Callable[[], Usage]], None]
+    #: The key id (keyed fingerprint) of an API key; None when the tracker has no secret.
+    key_id: Callable[[str], str | None]
 
 
-def _create_histograms(meter: Meter) -> Histograms:
-    def create(instrument: spec.InstrumentSpec) -> Histogram:
-        return meter.create_histogram(
-            instrument.name,
-            unit=instrument.unit,
-            description=instrument.description,
-            explicit_bucket_boundaries_advisory=list(instrument.buckets or ()),
-        )
+def recording_hooks(tracker: TokenTracker) -> RecordingHooks:
+    """The hooks of `tracker` that the HTTP transports record through.
 
-    return Histograms(
-        token_usage=create(spec.TOKEN_USAGE),
-        duration=create(spec.OPERATION_DURATION),
-        time_to_first_chunk=create(spec.TIME_TO_FIRST_CHUNK),
-    )
+    Raises:
+        TypeError: `tracker` is not a TokenTracker.
+    """
+    if not isinstance(tracker, TokenTracker):
+        msg = f"tracker must be a TokenTracker, got {type(tracker).__name__}"
+        raise TypeError(msg)
+    return RecordingHooks(tracker._record_later, tracker._key_id)

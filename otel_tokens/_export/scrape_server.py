@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import itertools
 import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otel_tokens._base.text import is_safe, safe_text
 from otel_tokens._base.warn import WarnOnce
+from otel_tokens._export.scrape_http import Reply, Scrape, gzip_accepted, make_reply, parse_head
+from otel_tokens._export.scrape_render import Renderer
 
 #: Connections held open at once, at most (and at most a quarter of the process's file
 #: descriptors); past it the oldest one not being answered goes.
@@ -53,10 +52,7 @@ MAX_REQUEST_BYTES = 16 * 1024
 #: Connections the kernel queues before this thread accepts them.
 BACKLOG = 1024
 _RECV_BYTES = 64 * 1024
-_OPENMETRICS_EOF = b"# EOF\n"
 _HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
-
-Encoder = Callable[[Any], bytes]
 
 
 def _connection_cap() -> int:
@@ -71,15 +67,6 @@ def _connection_cap() -> int:
     return max(8, min(MAX_CONNECTIONS, soft // 4))
 
 
-@dataclass(frozen=True)
-class _Reply:
-    """A response: its status line and headers (without Connection), and its body."""
-
-    status: int
-    head: bytes
-    body: bytes
-
-
 @dataclass
 class _Connection:
     sock: socket.socket
@@ -89,25 +76,6 @@ class _Connection:
     keep_alive: bool = True
     waiting: bool = False  # for a rendering
     head_only: bool = False
-
-
-@dataclass(frozen=True)
-class _Scrape:
-    """What one waiting request asked for."""
-
-    key: int
-    accept: str
-    gzip: bool
-
-
-class _Families:
-    """A collection's metric families, in the shape the encoders read (`collect()`)."""
-
-    def __init__(self, families: Iterable[Any]) -> None:
-        self._families = list(families)
-
-    def collect(self) -> list[Any]:
-        return self._families
 
 
 class ScrapeServer:
@@ -123,8 +91,8 @@ class ScrapeServer:
     """
 
     def __init__(self, host: str, port: int, registry: Any) -> None:
-        self._registry = registry
         self._warn = WarnOnce(limit=64)
+        self._rendering = Renderer(registry, self._warn)
         self._cap = _connection_cap()
         family, kind, proto, _, address = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -151,8 +119,8 @@ class ScrapeServer:
         self._closed = False
         # The renderer's side: scrapes waiting for the next collection, answers ready.
         self._render_lock = threading.Condition()
-        self._waiting: list[_Scrape] = []
-        self._answers: list[tuple[int, _Reply]] = []
+        self._waiting: list[Scrape] = []
+        self._answers: list[tuple[int, Reply]] = []
         self._loop = threading.Thread(target=self._serve, name="otel_tokens-scrapes", daemon=True)
         self._renderer = threading.Thread(
             target=self._render_loop, name="otel_tokens-scrape-render", daemon=True
@@ -289,29 +257,29 @@ class ScrapeServer:
         ends = [(at, len(end)) for end in _HEAD_ENDS if (at := inbox.find(end)) >= 0]
         if not ends:
             if len(inbox) > MAX_REQUEST_BYTES:
-                self._answer(key, _reply(431, b"request headers too large\n"), close=True)
+                self._answer(key, make_reply(431, b"request headers too large\n"), close=True)
             return
         end, size = min(ends)
         head = bytes(inbox[:end])
         del inbox[: end + size]
-        request = _parse(head)
+        request = parse_head(head)
         if request is None:
-            self._answer(key, _reply(400, b"bad request\n"), close=True)
+            self._answer(key, make_reply(400, b"bad request\n"), close=True)
             return
         method, headers, keep_alive = request
         connection.keep_alive = keep_alive
         if headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers:
-            self._answer(key, _reply(413, b"a scrape has no body\n"), close=True)
+            self._answer(key, make_reply(413, b"a scrape has no body\n"), close=True)
         elif method == "OPTIONS":
-            self._answer(key, _reply(200, b"", [("Allow", "OPTIONS, GET, HEAD")]))
+            self._answer(key, make_reply(200, b"", [("Allow", "OPTIONS, GET, HEAD")]))
         elif method not in ("GET", "HEAD"):
-            self._answer(key, _reply(405, b"use GET\n", [("Allow", "OPTIONS, GET, HEAD")]))
+            self._answer(key, make_reply(405, b"use GET\n", [("Allow", "OPTIONS, GET, HEAD")]))
         else:
             connection.waiting = True
             connection.head_only = method == "HEAD"
             connection.deadline = time.monotonic() + RENDER_TIMEOUT_S
             self._selector.unregister(connection.sock)  # nothing to read until answered
-            scrape = _Scrape(key, headers.get("accept", ""), _gzip_accepted(headers))
+            scrape = Scrape(key, headers.get("accept", ""), gzip_accepted(headers))
             with self._render_lock:
                 self._waiting.append(scrape)
                 self._render_lock.notify()
@@ -334,7 +302,7 @@ class ScrapeServer:
                 self._drop(key)
 
     def _answer(
-        self, key: int, reply: _Reply, *, close: bool = False, registered: bool = False
+        self, key: int, reply: Reply, *, close: bool = False, registered: bool = False
     ) -> None:
         """Queue `reply` on the connection; it is sent when the socket can take it, so a
         client that pipelines many requests is answered one turn at a time."""
@@ -386,139 +354,11 @@ class ScrapeServer:
                     return
                 scrapes, self._waiting = self._waiting, []
             try:
-                answers = self._render(scrapes)
+                answers = self._rendering.render(scrapes)
             except Exception as exc:  # never let one collection stop the renderer
                 self._warn(("render", type(exc).__name__), "otel_tokens: a scrape failed: %r", exc)
-                failed = _reply(500, f"rendering failed: {type(exc).__name__}\n".encode())
+                failed = make_reply(500, f"rendering failed: {type(exc).__name__}\n".encode())
                 answers = [(scrape.key, failed) for scrape in scrapes]
             with self._render_lock:
                 self._answers.extend(answers)
             self._wake()
-
-    def _render(self, scrapes: list[_Scrape]) -> list[tuple[int, _Reply]]:
-        """One collection, encoded once for each format and compression asked for."""
-        try:
-            families = _Families(_safe_families(self._registry.collect()))
-        except Exception as exc:
-            self._warn(
-                ("collect", type(exc).__name__),
-                "otel_tokens: collecting metrics for a scrape failed: %r",
-                exc,
-                exc_info=True,
-            )
-            failed = _reply(500, f"collecting metrics failed: {type(exc).__name__}\n".encode())
-            return [(scrape.key, failed) for scrape in scrapes]
-        replies: dict[tuple[str, bool], _Reply] = {}
-        answers = []
-        for scrape in scrapes:
-            which = (scrape.accept, scrape.gzip)
-            reply = replies.get(which)
-            if reply is None:
-                reply = replies[which] = self._encode(families, *which)
-            answers.append((scrape.key, reply))
-        return answers
-
-    def _encode(self, families: _Families, accept: str, compress: bool) -> _Reply:
-        try:
-            from prometheus_client.exposition import choose_encoder
-
-            encoder, content_type = choose_encoder(accept)
-            if not is_safe(content_type):  # it echoes a version the client sent
-                encoder, content_type = choose_encoder("")
-            body = self._encoded(encoder, families)
-            headers = [("Content-Type", content_type)]
-            if compress:
-                body = gzip.compress(body, compresslevel=6)
-                headers.append(("Content-Encoding", "gzip"))
-        except Exception as exc:
-            self._warn(("encode", type(exc).__name__), "otel_tokens: a scrape failed: %r", exc)
-            return _reply(500, f"encoding metrics failed: {type(exc).__name__}\n".encode())
-        return _reply(200, body, headers)
-
-    def _encoded(self, encoder: Encoder, families: _Families) -> bytes:
-        """`families` encoded; if that fails, each family on its own, leaving out those
-        that cannot be encoded (warned once per family)."""
-        try:
-            return encoder(families)
-        except Exception as whole:
-            first_error = whole
-        parts: list[bytes] = []
-        ends_with_eof = False
-        for family in families.collect():
-            try:
-                part = encoder(_Families([family]))
-            except Exception as exc:
-                self._warn(
-                    ("family", getattr(family, "name", "")),
-                    "otel_tokens: metric %r cannot be encoded for Prometheus (%r) and is left "
-                    "out of scrapes",
-                    getattr(family, "name", "?"),
-                    exc,
-                )
-                continue
-            if part.endswith(_OPENMETRICS_EOF):
-                part, ends_with_eof = part[: -len(_OPENMETRICS_EOF)], True
-            parts.append(part)
-        if not parts and not ends_with_eof:
-            raise first_error
-        return b"".join(parts) + (_OPENMETRICS_EOF if ends_with_eof else b"")
-
-
-def _safe_families(families: Iterable[Any]) -> list[Any]:
-    """The families with every label value and description made encodable (the tracker
-    makes its own labels safe already; this covers any other source of a series)."""
-    safe = []
-    for family in families:
-        with contextlib.suppress(Exception):  # a family without the usual shape: as it is
-            family.documentation = safe_text(family.documentation)
-            family.samples = [
-                sample._replace(labels={k: safe_text(v) for k, v in sample.labels.items()})
-                if any(not is_safe(v) for v in sample.labels.values())
-                else sample
-                for sample in family.samples
-            ]
-        safe.append(family)
-    return safe
-
-
-def _parse(head: bytes) -> tuple[str, dict[str, str], bool] | None:
-    """The method, headers (lower-case names) and keep-alive of a request, or None. Lines
-    may end in CRLF or a bare LF; a header with a control character refuses the request."""
-    try:
-        lines = [line.rstrip("\r") for line in head.decode("latin-1").split("\n")]
-        method, _target, version = lines[0].split(" ")
-    except ValueError:
-        return None
-    if not version.startswith("HTTP/1."):
-        return None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon:
-            continue
-        value = value.strip()
-        if value and not value.isprintable():
-            return None
-        headers[name.strip().lower()] = value
-    connection = headers.get("connection", "").lower()
-    keep_alive = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
-    return method, headers, keep_alive
-
-
-def _gzip_accepted(headers: dict[str, str]) -> bool:
-    from prometheus_client.exposition import gzip_accepted
-
-    return bool(gzip_accepted(headers.get("accept-encoding", "")))
-
-
-_REASONS = {200: "OK", 400: "Bad Request", 405: "Method Not Allowed", 413: "Content Too Large",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error"}  # fmt: skip
-
-
-def _reply(status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> _Reply:
-    lines = [f"HTTP/1.1 {status} {_REASONS[status]}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    if status != 200 and not any(name == "Content-Type" for name, _ in headers):
-        lines.append("Content-Type: text/plain; charset=utf-8")
-    lines.append(f"Content-Length: {len(body)}")
-    return _Reply(status, ("\r\n".join(lines) + "\r\n").encode("latin-1"), body)

@@ -8,11 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from otel_tokens._base.warn import WarnOnce
-from otel_tokens._configure.configure import (
-    _import_error,
-    _prometheus_address,
-    _PrometheusServer,
-)
+from otel_tokens._export.endpoint import PrometheusServer, import_error, prometheus_address
 from otel_tokens._version import __version__
 
 
@@ -62,7 +58,7 @@ class WorkerMetricsServer:
             from otel_tokens._workers.directory import WorkerDirectory
             from otel_tokens._workers.format import Merged
         except ImportError as exc:
-            raise _import_error("prometheus", "WorkerMetricsServer", exc) from None
+            raise import_error("prometheus", "WorkerMetricsServer", exc) from None
         self.directory = WorkerDirectory(directory, "the worker metrics directory")
         workers = self.directory
         scrape = threading.local()  # a scrape runs the callback, then _receive_metrics
@@ -99,8 +95,8 @@ class WorkerMetricsServer:
                 both = MetricsData(resource_metrics=[*summed, *own])
                 super()._receive_metrics(both, timeout_millis, **kwargs)
 
-        address = _prometheus_address(host, port)
-        self._server = _PrometheusServer(
+        address = prometheus_address(host, port)
+        self._server = PrometheusServer(
             *address, make_reader=lambda registry: SumOfWorkers(registry=registry)
         )
         # Its own provider, with no resource of its own: target_info shows the workers'.
