@@ -14,7 +14,7 @@ import pytest
 
 from otel_tokens import PriceTable, Telemetry, Usage, configure
 from otel_tokens._core import instruments as spec
-from tests.otlp_receiver import GrpcReceiver, HttpReceiver
+from tests.helpers.otlp_receiver import GrpcReceiver, HttpReceiver
 
 USAGE = Usage(
     provider="openai", model="gpt-4o-mini", input_tokens=1200, output_tokens=300,

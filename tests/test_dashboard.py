@@ -27,7 +27,7 @@ import yaml
 import otel_tokens
 from otel_tokens import ModelPrice, PriceTable, TokenTracker, Usage, configure
 from otel_tokens._core import instruments as spec
-from tests.prometheus_server import WAIT_S, Prometheus, has_data, start_prometheus, stop
+from tests.helpers.prometheus_server import WAIT_S, Prometheus, has_data, start_prometheus, stop
 
 STACK = Path(otel_tokens.__file__).resolve().parent / "stack"
 DASHBOARD_PATH = STACK / "grafana" / "dashboards" / "otel-tokens.json"

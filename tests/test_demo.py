@@ -166,7 +166,7 @@ def test_sigterm_ends_the_demo_with_a_summary(tmp_path: Path) -> None:
 def test_demo_also_pushes_otlp_when_asked() -> None:
     import os
 
-    from tests.otlp_receiver import HttpReceiver
+    from tests.helpers.otlp_receiver import HttpReceiver
 
     receiver = HttpReceiver()
     try:

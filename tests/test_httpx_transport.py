@@ -17,7 +17,7 @@ import pytest
 
 from otel_tokens.httpx import AsyncMeteredTransport, MeteredTransport
 from otel_tokens.testing import InMemoryMetrics
-from tests.fake_providers import FakeProviders
+from tests.helpers.fake_providers import FakeProviders
 
 KEY = "sk-test-0123456789abcdef"
 SECRET = "a-deployment-secret-of-32-bytes!"

@@ -19,7 +19,6 @@ import queue
 import select
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,28 +27,18 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from otel_tokens import Usage, UsageLedger
 from tests.conftest import POSTGRES, SECRET
-
-#: How long a test waits for a child's next line, or a forked child, before calling it hung.
-HANG_S = 60.0
-US_PER_HOUR = 3_600_000_000
-_SUMS = (
-    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-    "reasoning_tokens", "system_tokens", "cost_pico",
-)  # fmt: skip
-#: The hourly rollup recomputed from the request rows, independently of the ledger's code.
-_FROM_REQUESTS = f"""SELECT key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status,
-    COUNT(*), {", ".join(f"COALESCE(SUM({c}), 0)" for c in _SUMS)},
-    SUM(CASE WHEN cost_pico IS NULL THEN input_tokens + output_tokens ELSE 0 END), MAX(at_us)
-FROM otel_tokens_requests
-GROUP BY key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status"""
-_FROM_HOURLY = f"""SELECT key_id, hour, provider, model, scenario, status, requests,
-    {", ".join(_SUMS)}, unpriced_tokens, last_at_us FROM otel_tokens_hourly"""
+from tests.helpers.ledger_checks import (
+    HANG_S,
+    check_consistent,
+    mounted,
+    run_command,
+    select_rows,
+)
 
 
 def usage(request_id: str | None = None, n: int = 0, **fields: object) -> Usage:
@@ -62,42 +51,15 @@ def usage(request_id: str | None = None, n: int = 0, **fields: object) -> Usage:
     return Usage(**values)  # type: ignore[arg-type]
 
 
-def _select(target: str | Path, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of `sql` read through a connection of the test's own (not the ledger's)."""
-    text = os.fspath(target)
-    if text.startswith("postgresql://"):
-        import psycopg
-
-        with psycopg.connect(text) as db:
-            return [tuple(row) for row in db.execute(sql).fetchall()]
-    db = sqlite3.connect(text, timeout=30)
-    try:
-        return db.execute(sql).fetchall()
-    finally:
-        db.close()
-
-
-def _check_consistent(target: str | Path) -> int:
-    """Assert the database is sound and its hourly rollup is exactly the sum of its request
-    rows (every key, hour, provider, model, scenario and status); return the request count."""
-    if not os.fspath(target).startswith("postgresql://"):
-        assert _select(target, "PRAGMA integrity_check") == [("ok",)]
-    from_requests = {row[:6]: tuple(int(v) for v in row[6:])
-                     for row in _select(target, _FROM_REQUESTS)}  # fmt: skip
-    from_hourly = {row[:6]: tuple(int(v) for v in row[6:]) for row in _select(target, _FROM_HOURLY)}
-    assert from_hourly == from_requests
-    return sum(sums[0] for sums in from_requests.values())
-
-
 def _count(target: str | Path, prefix: str) -> int:
     """How many request rows have a uid that starts with `prefix` (which ends in "-")."""
     end = prefix[:-1] + "."  # the character after "-": the uid index answers the range
     sql = f"SELECT COUNT(*) FROM otel_tokens_requests WHERE uid >= '{prefix}' AND uid < '{end}'"
-    return int(_select(target, sql)[0][0])
+    return int(select_rows(target, sql)[0][0])
 
 
 def _uids(target: str | Path, prefix: str = "") -> set[str]:
-    rows = _select(target, "SELECT uid FROM otel_tokens_requests")
+    rows = select_rows(target, "SELECT uid FROM otel_tokens_requests")
     return {uid for (uid,) in rows if uid.startswith(prefix)}
 
 
@@ -196,7 +158,7 @@ def _wait_sessions_gone(application_name: str) -> None:
     can still commit while the test reads."""
     sql = f"SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{application_name}'"
     for _ in range(int(HANG_S / 0.01)):
-        if _select(POSTGRES, sql) == [(0,)]:
+        if select_rows(POSTGRES, sql) == [(0,)]:
             return
         time.sleep(0.01)
     pytest.fail(f"the sessions of {application_name} never ended")
@@ -251,7 +213,7 @@ def test_sigkill_mid_stream_loses_only_rows_not_yet_committed(target: str, tmp_p
             child.finish()
         if postgres:  # the server ends the dead client's sessions (rolls back) on its own time
             _wait_sessions_gone(f"{prefix}killed")
-        total = _check_consistent(target)
+        total = check_consistent(target)
         kept = sorted(int(uid.removeprefix(prefix)) for uid in _uids(target, prefix))
         assert kept == list(range(len(kept))), "a hole: a row was lost before a later one"
         assert len(kept) >= committed, (len(kept), committed)
@@ -323,13 +285,13 @@ def test_two_processes_write_one_sqlite_file_at_once(tmp_path: Path) -> None:
             child.finish()
     assert reports == [{"flushed": [True, True], "drops": {}}] * 2
     shared = n // 20
-    assert _check_consistent(path) == 2 * n + shared
-    (tokens,) = _select(path, "SELECT SUM(input_tokens) FROM otel_tokens_requests")
+    assert check_consistent(path) == 2 * n + shared
+    (tokens,) = select_rows(path, "SELECT SUM(input_tokens) FROM otel_tokens_requests")
     assert tokens[0] == 2 * sum(i % 997 + 1 for i in range(n)) + sum(
         j % 997 + 1 for j in range(shared)
     )
-    order = [uid[0] for (uid,) in _select(path, "SELECT uid FROM otel_tokens_requests ORDER BY id")
-             if not uid.startswith("shared-")]  # fmt: skip
+    rows = select_rows(path, "SELECT uid FROM otel_tokens_requests ORDER BY id")
+    order = [uid[0] for (uid,) in rows if not uid.startswith("shared-")]
     runs = 1 + sum(a != b for a, b in itertools.pairwise(order))
     assert runs >= 3, "the two processes' transactions did not interleave"
     with UsageLedger(path) as reopened:
@@ -337,37 +299,6 @@ def test_two_processes_write_one_sqlite_file_at_once(tmp_path: Path) -> None:
 
 
 # 3. A disk that turns read-only, or fills up
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, check=False, timeout=HANG_S)
-
-
-def _mount_source(mountpoint: Path) -> str:
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        source, point, *_ = line.split()
-        if point == str(mountpoint):
-            return source
-    return ""
-
-
-@contextlib.contextmanager
-def _mounted(mountpoint: Path, *mount_args: str) -> Iterator[str]:
-    """`mount *mount_args mountpoint`, unmounted after; skips where mounting is not allowed
-    (not root, no CAP_SYS_ADMIN, no loop devices)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a filesystem needs root")
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
-    mountpoint.mkdir()
-    done = _run("mount", *mount_args, str(mountpoint))
-    if done.returncode:
-        pytest.skip(f"mount {' '.join(mount_args)} is not permitted here: {done.stderr.strip()}")
-    try:
-        yield _mount_source(mountpoint)
-    finally:
-        if _run("umount", str(mountpoint)).returncode:
-            _run("umount", "-l", str(mountpoint))
 
 
 @pytest.fixture
@@ -379,11 +310,11 @@ def ext4(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     image = tmp_path / "disk.img"
     with image.open("wb") as file:
         file.truncate(16 << 20)
-    made = _run("mkfs.ext4", "-q", "-F", str(image))
+    made = run_command("mkfs.ext4", "-q", "-F", str(image))
     if made.returncode:
         pytest.skip(f"mkfs.ext4 failed: {made.stderr.strip()}")
     mountpoint = tmp_path / "mnt"
-    with _mounted(mountpoint, "-o", "loop,errors=remount-ro", str(image)) as source:
+    with mounted(mountpoint, "-o", "loop,errors=remount-ro", str(image)) as source:
         yield mountpoint, Path(source).name
 
 
@@ -452,7 +383,7 @@ def test_writes_resume_when_the_ledger_files_are_writable_again(
         for i in range(20):
             ledger.record(usage(f"before-{i}", i))
         assert ledger.flush()
-        locked = _run("chattr", "+i", *files)
+        locked = run_command("chattr", "+i", *files)
         if locked.returncode:
             pytest.skip(f"chattr +i is not permitted here: {locked.stderr.strip()}")
         try:
@@ -462,7 +393,7 @@ def test_writes_resume_when_the_ledger_files_are_writable_again(
                 ledger.record(usage(f"blocked-{i}", i))  # never raises
             assert ledger.flush()
         finally:
-            assert _run("chattr", "-i", *files).returncode == 0
+            assert run_command("chattr", "-i", *files).returncode == 0
         assert ledger.drops() == {"write_failed": 300}
         (warning,) = _drop_warnings(caplog)
         assert "disk I/O error" in warning
@@ -473,7 +404,7 @@ def test_writes_resume_when_the_ledger_files_are_writable_again(
     finally:
         ledger.close()
     assert _uids(path) == {f"before-{i}" for i in range(20)} | {f"again-{i}" for i in range(50)}
-    assert _check_consistent(path) == 70
+    assert check_consistent(path) == 70
 
 
 def test_a_really_full_disk_drops_and_warns_then_writes_again_when_space_is_freed(
@@ -483,7 +414,7 @@ def test_a_really_full_disk_drops_and_warns_then_writes_again_when_space_is_free
     SQLite's max_page_count): rows are counted under write_failed with one warning, and once
     the ballast is deleted new rows are written; the file stays sound throughout."""
     mountpoint = tmp_path / "small"
-    with _mounted(mountpoint, "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"):
+    with mounted(mountpoint, "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"):
         caplog.set_level(logging.WARNING, logger="otel_tokens")
         path = mountpoint / "usage.db"
         ledger = UsageLedger(path, api_key_secret=SECRET, flush_interval_s=0.05, batch_size=200)
@@ -522,7 +453,7 @@ def test_a_really_full_disk_drops_and_warns_then_writes_again_when_space_is_free
         finally:
             ledger.close()
         assert {f"freed-{i}" for i in range(200)} <= _uids(path)
-        assert _check_consistent(path) == sent - dropped
+        assert check_consistent(path) == sent - dropped
 
 
 # 4. close() racing record(), and fork()
@@ -570,7 +501,7 @@ def test_close_while_threads_record_keeps_everything_recorded_before_it(tmp_path
     for t in range(4):
         missing = {f"t{t}-{i:06d}" for i in range(before[t] + 1)} - stored
         assert not missing, f"thread {t}: {len(missing)} rows recorded before close() lost"
-    assert _check_consistent(path) == len(stored)
+    assert check_consistent(path) == len(stored)
 
 
 def test_a_record_after_close_is_written_or_counted_as_dropped(tmp_path: Path) -> None:
@@ -645,7 +576,7 @@ def test_rows_queued_at_fork_are_counted_once(tmp_path: Path) -> None:
         assert _result(*_fork(child)) is True
     finally:
         ledger.close()
-    assert _check_consistent(path) == 5
+    assert check_consistent(path) == 5
 
 
 def test_a_forked_child_keeps_its_rows_when_the_parent_closes_first(tmp_path: Path) -> None:

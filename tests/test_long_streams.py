@@ -24,8 +24,8 @@ from otel_tokens._http.meter import LATER_BYTES, RING_CHUNKS, ResponseMeter
 from otel_tokens._http.route import Route
 from otel_tokens._http.sse import SSEParser
 from otel_tokens.httpx import _AsyncStream, _SyncStream
-from tests.fake_providers import long_events
-from tests.test_streams import STREAMS, tokens
+from tests.helpers.fake_providers import long_events
+from tests.helpers.streams import STREAMS, tokens
 
 WIRES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini"}
 

@@ -7,7 +7,6 @@ tests/payloads/SOURCES.md); the expected numbers are worked out by hand there.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,8 +21,8 @@ from otel_tokens.providers import (
     from_gemini,
     from_openai,
 )
-
-PAYLOADS = Path(__file__).parent / "payloads"
+from tests.helpers.normalizer_cells import CELLS
+from tests.helpers.paths import PAYLOADS
 
 
 def payload(name: str) -> Any:
@@ -126,88 +125,6 @@ def test_gemini_sdk_style_snake_case_object_reads_like_its_json() -> None:
         ),
     )
     assert from_gemini(snake) == from_gemini(payload("gemini_generate.json"))
-
-
-# The README's normalizer table, one row per cell: provider, field(s), Usage field, a minimal
-# payload with that field set, and the Usage value it must give. tests/test_readme.py checks
-# that the README shows exactly these rows.
-CELLS: list[tuple[str, str, str, Any, dict[str, Any], Any]] = [
-    ("OpenAI Chat", "`usage.prompt_tokens`", "input_tokens", from_openai,
-     {"usage": {"prompt_tokens": 11}}, 11),
-    ("OpenAI Chat", "`usage.prompt_tokens_details.cached_tokens`", "cache_read_tokens",
-     from_openai, {"usage": {"prompt_tokens": 20, "prompt_tokens_details": {"cached_tokens": 12}}},
-     12),
-    ("OpenAI Chat", "`usage.prompt_tokens_details.cache_write_tokens`", "cache_write_tokens",
-     from_openai,
-     {"usage": {"prompt_tokens": 20, "prompt_tokens_details": {"cache_write_tokens": 13}}}, 13),
-    ("OpenAI Chat", "`usage.completion_tokens`", "output_tokens", from_openai,
-     {"usage": {"completion_tokens": 14}}, 14),
-    ("OpenAI Chat", "`usage.completion_tokens_details.reasoning_tokens`", "reasoning_tokens",
-     from_openai,
-     {"usage": {"completion_tokens": 20, "completion_tokens_details": {"reasoning_tokens": 15}}},
-     15),
-    ("OpenAI Chat", "`model`", "model", from_openai, {"model": "gpt-4o-2024-08-06", "usage": {}},
-     "gpt-4o-2024-08-06"),
-    ("OpenAI Responses", "`usage.input_tokens`", "input_tokens", from_openai,
-     {"object": "response", "usage": {"input_tokens": 16}}, 16),
-    ("OpenAI Responses", "`usage.input_tokens_details.cached_tokens`", "cache_read_tokens",
-     from_openai,
-     {"object": "response", "usage": {"input_tokens": 20,
-                                      "input_tokens_details": {"cached_tokens": 17}}}, 17),
-    ("OpenAI Responses", "`usage.output_tokens`", "output_tokens", from_openai,
-     {"object": "response", "usage": {"output_tokens": 18}}, 18),
-    ("OpenAI Responses", "`usage.output_tokens_details.reasoning_tokens`", "reasoning_tokens",
-     from_openai,
-     {"object": "response", "usage": {"output_tokens": 20,
-                                      "output_tokens_details": {"reasoning_tokens": 19}}}, 19),
-    ("OpenAI embeddings", "`object: \"list\"`", "operation = `embeddings`", from_openai,
-     {"object": "list", "usage": {"prompt_tokens": 3}}, "embeddings"),
-    ("DeepSeek", "`usage.prompt_cache_hit_tokens`", "cache_read_tokens", from_openai,
-     {"usage": {"prompt_tokens": 30, "prompt_cache_hit_tokens": 21}}, 21),
-    ("DeepSeek", "`prompt_cache_hit_tokens + prompt_cache_miss_tokens` (no `prompt_tokens`)",
-     "input_tokens", from_openai,
-     {"usage": {"prompt_cache_hit_tokens": 21, "prompt_cache_miss_tokens": 1}}, 22),
-    ("Anthropic", "`input_tokens + cache_read_input_tokens + cache_creation_input_tokens`",
-     "input_tokens", from_anthropic,
-     {"usage": {"input_tokens": 1, "cache_read_input_tokens": 10,
-                "cache_creation_input_tokens": 12}}, 23),
-    ("Anthropic", "`usage.cache_read_input_tokens`", "cache_read_tokens", from_anthropic,
-     {"usage": {"input_tokens": 0, "cache_read_input_tokens": 24}}, 24),
-    ("Anthropic", "`usage.cache_creation_input_tokens`", "cache_write_tokens", from_anthropic,
-     {"usage": {"input_tokens": 0, "cache_creation_input_tokens": 25}}, 25),
-    ("Anthropic", "`usage.cache_creation.ephemeral_1h_input_tokens`", "cache_write_1h_tokens",
-     from_anthropic,
-     {"usage": {"input_tokens": 0, "cache_creation_input_tokens": 30,
-                "cache_creation": {"ephemeral_5m_input_tokens": 4,
-                                   "ephemeral_1h_input_tokens": 26}}}, 26),
-    ("Anthropic", "`usage.output_tokens`", "output_tokens", from_anthropic,
-     {"usage": {"output_tokens": 27}}, 27),
-    ("Gemini", "`usageMetadata.promptTokenCount + toolUsePromptTokenCount`", "input_tokens",
-     from_gemini, {"usageMetadata": {"promptTokenCount": 20, "toolUsePromptTokenCount": 8}}, 28),
-    ("Gemini", "`usageMetadata.cachedContentTokenCount`", "cache_read_tokens", from_gemini,
-     {"usageMetadata": {"promptTokenCount": 40, "cachedContentTokenCount": 29}}, 29),
-    ("Gemini", "`usageMetadata.candidatesTokenCount + thoughtsTokenCount`", "output_tokens",
-     from_gemini, {"usageMetadata": {"candidatesTokenCount": 10, "thoughtsTokenCount": 20}}, 30),
-    ("Gemini", "`usageMetadata.thoughtsTokenCount`", "reasoning_tokens", from_gemini,
-     {"usageMetadata": {"candidatesTokenCount": 1, "thoughtsTokenCount": 31}}, 31),
-    ("Gemini", "`modelVersion`", "model", from_gemini,
-     {"modelVersion": "gemini-2.5-pro", "usageMetadata": {}}, "gemini-2.5-pro"),
-    ("Bedrock Converse", "`inputTokens + cacheReadInputTokens + cacheWriteInputTokens`",
-     "input_tokens", from_bedrock,
-     {"usage": {"inputTokens": 2, "cacheReadInputTokens": 10, "cacheWriteInputTokens": 20}}, 32),
-    ("Bedrock Converse", "`usage.cacheReadInputTokens`", "cache_read_tokens", from_bedrock,
-     {"usage": {"inputTokens": 0, "cacheReadInputTokens": 33}}, 33),
-    ("Bedrock Converse", "`usage.cacheWriteInputTokens`", "cache_write_tokens", from_bedrock,
-     {"usage": {"inputTokens": 0, "cacheWriteInputTokens": 34}}, 34),
-    ("Bedrock Converse", "`usage.cacheDetails[ttl=\"1h\"].inputTokens`", "cache_write_1h_tokens",
-     from_bedrock,
-     {"usage": {"cacheWriteInputTokens": 40,
-                "cacheDetails": [{"ttl": "1h", "inputTokens": 35},
-                                 {"ttl": "5m", "inputTokens": 5}]}},
-     35),
-    ("Bedrock Converse", "`usage.outputTokens`", "output_tokens", from_bedrock,
-     {"usage": {"outputTokens": 36}}, 36),
-]  # fmt: skip
 
 
 @pytest.mark.parametrize(

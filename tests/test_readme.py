@@ -38,7 +38,7 @@ def test_advised_buckets_are_those_in_the_readme() -> None:
 
 
 def test_normalizer_table_has_exactly_the_cells_that_have_a_test() -> None:
-    from tests.test_providers import CELLS
+    from tests.helpers.normalizer_cells import CELLS
 
     section = README.split("## From provider responses to `Usage`", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| ([A-Za-z ]+) \| (.+) \| `(\w+)`(.*) \|$", section, re.M)

@@ -4,12 +4,10 @@ parsed events, and the SDKs' own event objects all give the same hand-computed u
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from otel_tokens import Usage
 from otel_tokens._base.usage import find_fault
 from otel_tokens._http.sse import SSEParser
 from otel_tokens.providers import (
@@ -19,8 +17,8 @@ from otel_tokens.providers import (
     OpenAIStream,
     StreamAccumulator,
 )
-
-PAYLOADS = Path(__file__).parent / "payloads"
+from tests.helpers.paths import PAYLOADS
+from tests.helpers.streams import STREAMS, tokens
 
 
 def sse_events(name: str) -> list[tuple[str | None, bytes]]:
@@ -43,23 +41,6 @@ def feed_parsed(accumulator: StreamAccumulator, name: str) -> None:
     for _, data in sse_events(name):
         if data.strip() != b"[DONE]":
             accumulator.feed(json.loads(data))
-
-
-def tokens(u: Usage) -> tuple[int, int, int, int, int, int]:
-    return (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
-            u.cache_write_1h_tokens, u.reasoning_tokens)  # fmt: skip
-
-
-# file, accumulator, (input, output, cache read, cache write, 1h write, reasoning), model
-STREAMS = [
-    ("openai_chat_stream.txt", OpenAIStream, (1362, 8, 1152, 0, 0, 0), "gpt-4.1-2025-04-14"),
-    ("openai_responses_stream.txt", OpenAIStream, (3187, 8, 2944, 0, 0, 0), None),
-    ("anthropic_stream.txt", AnthropicStream, (8244, 187, 6144, 2048, 0, 0),
-     "claude-sonnet-4-5-20250929"),
-    ("anthropic_stream_legacy_delta.txt", AnthropicStream, (8244, 187, 6144, 2048, 0, 0),
-     "claude-sonnet-4-5-20250929"),
-    ("gemini_stream.txt", GeminiStream, (1024, 11 + 795, 0, 0, 0, 795), "gemini-2.5-flash"),
-]  # fmt: skip
 
 
 @pytest.mark.parametrize("piece", [1, 7, 100, 1 << 20])

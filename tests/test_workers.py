@@ -1,6 +1,6 @@
 """Several worker processes, exact totals: the two honest ways.
 
-A real gunicorn runs `tests/worker_app.py` in 4 worker processes and recycles each after
+A real gunicorn runs `tests/helpers/worker_app.py` in 4 worker processes and recycles each after
 MAX_REQUESTS requests, so workers exit and are replaced while traffic flows, as
 `max_requests` does in production. Every request records a known usage, so the totals are
 known exactly.
@@ -31,9 +31,9 @@ from pathlib import Path
 import pytest
 
 from otel_tokens import Usage
-from tests.otlp_receiver import HttpReceiver
-from tests.prometheus_server import WAIT_S, Prometheus, start_prometheus, stop
-from tests.worker_app import usage_of
+from tests.helpers.otlp_receiver import HttpReceiver
+from tests.helpers.prometheus_server import WAIT_S, Prometheus, start_prometheus, stop
+from tests.helpers.worker_app import usage_of
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
@@ -75,10 +75,10 @@ class Gunicorn:
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "gunicorn", "--config", "tests/gunicorn_conf.py",
+                    sys.executable, "-m", "gunicorn", "--config", "tests/helpers/gunicorn_conf.py",
                     "--workers", str(WORKERS), "--max-requests", str(MAX_REQUESTS),
                     "--bind", "127.0.0.1:0", "--graceful-timeout", "20",
-                    "tests.worker_app:app",
+                    "tests.helpers.worker_app:app",
                 ],
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
                 stdout=out, stderr=subprocess.STDOUT,

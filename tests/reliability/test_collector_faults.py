@@ -24,7 +24,7 @@ import pytest
 from otel_tokens import Telemetry, Usage, configure
 from otel_tokens._export.exporting import resolve_otlp_timeout
 from tests.conftest import ROOT
-from tests.reliability.collector import FaultyCollector
+from tests.helpers.collector import FaultyCollector
 
 USAGE = Usage(provider="openai", model="gpt-4o-mini", input_tokens=7, output_tokens=3)
 #: The shutdown timeout the tests use, and how much longer than it they allow (a hang bound).

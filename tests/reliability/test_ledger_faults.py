@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 
 from otel_tokens import PriceTable, Usage, UsageLedger
-from otel_tokens._ledger.ledger import MissingSecretError
 from otel_tokens._ledger import sqlite as ledger_sqlite
+from otel_tokens._ledger.ledger import MissingSecretError
 from otel_tokens._pricing.table import ModelPrice
 from otel_tokens.testing import InMemoryMetrics
 from tests.conftest import POSTGRES, ROOT, SECRET, postgres_schema
-from tests.reliability.tcp_proxy import TcpProxy
-from tests.test_ledger_reliability import _check_consistent, _mounted
+from tests.helpers.ledger_checks import check_consistent, mounted
+from tests.helpers.tcp_proxy import TcpProxy
 
 KEY = "sk-live-a-distinctive-key-0123456789"
 OTHER_SECRET = "another-secret-of-enough-bytes!!"
@@ -80,7 +80,7 @@ def test_the_transport_and_track_store_one_key_under_one_id(tmp_path: Path) -> N
     import httpx2
 
     from otel_tokens.httpx import MeteredTransport
-    from tests.fake_providers import FakeProviders
+    from tests.helpers.fake_providers import FakeProviders
 
     ledger = UsageLedger(tmp_path / "usage.db", api_key_secret=SECRET, flush_interval_s=0.05)
     metrics = InMemoryMetrics(ledger=ledger)  # the tracker itself given no secret
@@ -249,7 +249,7 @@ def test_a_row_the_database_refuses_costs_that_row_alone(
         assert any("failed" in m for m in _drop_messages(caplog))
     finally:
         ledger.close()
-    _check_consistent(target)
+    check_consistent(target)
 
 
 # The database fails
@@ -293,7 +293,7 @@ def test_postgresql_going_away_mid_run_drops_counted_and_writing_resumes(
         assert _requests(ledger) == 300 - lost  # and the reader reconnected too
     finally:
         ledger.close()
-    _check_consistent(url.replace(f"127.0.0.1:{proxy.port}", "127.0.0.1:5432"))
+    check_consistent(url.replace(f"127.0.0.1:{proxy.port}", "127.0.0.1:5432"))
 
 
 def test_a_terminated_postgresql_session_is_reopened_without_losing_the_batch(
@@ -365,7 +365,7 @@ def test_a_sqlite_file_locked_by_another_process_drops_counted_then_writes_again
     assert ledger.drops()["write_failed"] == lost
     assert _requests(ledger) == 401 - lost
     ledger.close()
-    _check_consistent(path)
+    check_consistent(path)
 
 
 LOCK_HOLDER = """
@@ -379,7 +379,7 @@ time.sleep(600)
 
 def test_a_ledger_on_a_read_only_filesystem_is_refused_at_setup(tmp_path: Path) -> None:
     mountpoint = tmp_path / "mnt"
-    with _mounted(mountpoint, "-t", "tmpfs", "-o", "size=4m", "tmpfs"):
+    with mounted(mountpoint, "-t", "tmpfs", "-o", "size=4m", "tmpfs"):
         UsageLedger(mountpoint / "usage.db").close()
         remount = subprocess.run(["mount", "-o", "remount,ro", str(mountpoint)],
                                  capture_output=True, text=True, check=False)  # fmt: skip
@@ -494,7 +494,7 @@ def test_a_stalled_collector_at_exit_costs_a_healthy_ledger_nothing(tmp_path: Pa
     finally:
         listener.close()
     assert done.returncode == 0, done.stderr
-    assert _check_consistent(tmp_path / "u.db") == 5000  # the ledger closed first, whole
+    assert check_consistent(tmp_path / "u.db") == 5000  # the ledger closed first, whole
 
 
 def test_closing_a_blocking_ledger_on_a_stuck_database_ends_within_its_timeout(

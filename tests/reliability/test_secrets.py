@@ -60,7 +60,7 @@ from otel_tokens._ledger.ledger import MissingSecretError
 from otel_tokens.httpx import AsyncMeteredTransport, MeteredTransport
 from otel_tokens.testing import InMemoryMetrics
 from tests.conftest import SECRET
-from tests.fake_providers import FakeProviders
+from tests.helpers.fake_providers import FakeProviders
 
 #: In every key of this module, and in nothing else: what must never come out.
 TOKEN = secrets.token_hex(16)

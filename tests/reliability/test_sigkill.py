@@ -22,7 +22,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_ledger_reliability import _check_consistent, _select
+from tests.helpers.ledger_checks import check_consistent, select_rows
 
 RATE = 2_000  # requests a second, steady
 RUN_S = 3.0  # recorded before the kill: three flush intervals, every phase of the writer
@@ -66,7 +66,7 @@ def test_sigkill_loses_at_most_the_flush_interval(target: str, path: str) -> Non
         worst_lag_s = 0.0
         while time.time() < start + RUN_S:
             now = time.time()
-            written = _select(target, "SELECT COUNT(*) FROM otel_tokens_requests")[0][0]
+            written = select_rows(target, "SELECT COUNT(*) FROM otel_tokens_requests")[0][0]
             if now > start + 0.5:  # once the first interval has passed
                 worst_lag_s = max(worst_lag_s, now - (start + written / RATE))
             time.sleep(0.01)
@@ -75,7 +75,7 @@ def test_sigkill_loses_at_most_the_flush_interval(target: str, path: str) -> Non
     finally:
         child.kill()
         child.wait(30)
-    uids = [uid for (uid,) in _select(target, "SELECT uid FROM otel_tokens_requests")]
+    uids = [uid for (uid,) in select_rows(target, "SELECT uid FROM otel_tokens_requests")]
     assert uids, "nothing was written in the run"
     numbers = sorted(int(uid[1:]) for uid in uids)
     assert numbers == list(range(len(numbers)))  # a prefix of what was recorded: no holes
@@ -86,4 +86,4 @@ def test_sigkill_loses_at_most_the_flush_interval(target: str, path: str) -> Non
           f"worst lag {worst_lag_s:.3f} s")  # fmt: skip
     assert worst_lag_s <= FLUSH_INTERVAL_S
     assert lost_s <= FLUSH_INTERVAL_S
-    assert _check_consistent(target) == len(numbers)
+    assert check_consistent(target) == len(numbers)

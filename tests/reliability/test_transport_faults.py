@@ -13,7 +13,7 @@ import pytest
 
 from otel_tokens.httpx import AsyncMeteredTransport, MeteredTransport
 from otel_tokens.testing import InMemoryMetrics
-from tests.fake_providers import FakeProviders
+from tests.helpers.fake_providers import FakeProviders
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """A WSGI app for the many-workers tests: each request records one known usage.
 
-Run under gunicorn with `tests/gunicorn_conf.py`, whose hooks call `start()` in each worker
+Run under gunicorn with `tests/helpers/gunicorn_conf.py`, whose hooks call `start()` in each worker
 after the fork and `stop()` when the worker exits. How the workers export is read from the
 standard variables (`OTEL_METRICS_EXPORTER`, `PROMETHEUS_MULTIPROC_DIR`, ...).
 """

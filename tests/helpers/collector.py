@@ -17,12 +17,12 @@ from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 
-from tests.otlp_receiver import _Store
+from tests.helpers.otlp_receiver import Store
 
 MODES = ("ok", "refuse", "stall", "down")
 
 
-class FaultyCollector(_Store):
+class FaultyCollector(Store):
     """An OTLP/HTTP metrics endpoint whose behaviour `mode` sets, at any time."""
 
     def __init__(self, mode: str = "ok") -> None:

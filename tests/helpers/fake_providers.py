@@ -13,10 +13,9 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-PAYLOADS = Path(__file__).parent / "payloads"
+from tests.helpers.paths import PAYLOADS
 
 
 def _events(name: str) -> list[bytes]:

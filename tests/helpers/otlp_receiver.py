@@ -26,7 +26,7 @@ def _value(any_value: AnyValue) -> Any:
     return None if kind is None else getattr(any_value, kind)
 
 
-class _Store:
+class Store:
     def __init__(self) -> None:
         self.requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.headers: list[dict[str, str]] = []
@@ -109,7 +109,7 @@ def _metric_points(metric: Any) -> list[tuple[Key, Any]]:
     return found
 
 
-class GrpcReceiver(_Store):
+class GrpcReceiver(Store):
     """An OTLP/gRPC metrics endpoint on 127.0.0.1 at a free port."""
 
     def __init__(self) -> None:
@@ -131,7 +131,7 @@ class GrpcReceiver(_Store):
         self._server.stop(grace=None)
 
 
-class HttpReceiver(_Store):
+class HttpReceiver(Store):
     """An OTLP/HTTP protobuf metrics endpoint on 127.0.0.1 at a free port (POST /v1/metrics)."""
 
     def __init__(self) -> None:
