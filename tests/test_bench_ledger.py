@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_ledger import postgres_problem
 from tests.conftest import POSTGRES
+from tests.helpers.postgres import postgres_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ["--requests", "20000", "--ingest", "5000", "--queries", "10"]

@@ -9,10 +9,10 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, Metric
 
-from benchmarks.naive import NaiveRecorder
-from benchmarks.workload import PRICES, mixed_usages
 from otel_tokens import TokenTracker, Usage
 from otel_tokens.testing import InMemoryMetrics
+from tests.helpers.naive import NaiveRecorder
+from tests.helpers.workload import PRICES, mixed_usages
 
 
 def test_eight_threads_recording_at_once_give_exact_totals() -> None:
