@@ -7,7 +7,7 @@ from typing import Any
 from otel_tokens.providers import from_anthropic, from_bedrock, from_gemini, from_openai
 
 # The README's normalizer table, one row per cell: provider, field(s), Usage field, a minimal
-# payload with that field set, and the Usage value it must give. tests/test_readme.py checks
+# payload with that field set, and the Usage value it must give. tests/unit/test_readme.py checks
 # that the README shows exactly these rows.
 CELLS: list[tuple[str, str, str, Any, dict[str, Any], Any]] = [
     ("OpenAI Chat", "`usage.prompt_tokens`", "input_tokens", from_openai,

@@ -9,14 +9,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import POSTGRES
+from tests.conftest import POSTGRES, ROOT
 from tests.helpers.postgres import postgres_problem
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZES = ["--requests", "20000", "--ingest", "5000", "--queries", "10"]
 
 _NUMBER = r"[\d,]+(?:\.\d+)?"

@@ -31,11 +31,11 @@ from pathlib import Path
 import pytest
 
 from otel_tokens import Usage
+from tests.conftest import ROOT
 from tests.helpers.otlp_receiver import HttpReceiver
 from tests.helpers.prometheus_server import WAIT_S, Prometheus, start_prometheus, stop
 from tests.helpers.worker_app import usage_of
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
 MAX_REQUESTS = 40  # each worker is replaced after this many requests
 ROUNDS = 6

@@ -32,7 +32,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 COMPOSE = Path("docker-compose.yml")
 COLLECTOR = Path("collector-config.yaml")
 STACK = Path("otel_tokens/stack")

@@ -2,8 +2,8 @@
 stay one id each: nothing reaches the caller, drops are counted and warned, and writing
 resumes when the fault clears.
 
-The disk faults of tests/test_ledger_reliability.py (a filesystem turning read-only, a full
-disk, SIGKILL, fork) are not repeated here.
+The disk faults of tests/integration/test_ledger_reliability.py (a filesystem turning
+read-only, a full disk, SIGKILL, fork) are not repeated here.
 """
 
 from __future__ import annotations

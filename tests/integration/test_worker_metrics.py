@@ -26,8 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from otel_tokens import Telemetry, Usage, WorkerMetricsServer, configure
 from otel_tokens._workers.directory import RETIRED, WorkerDirectory, WorkerFileExporter
 from otel_tokens._workers.format import BOUNDS, BUCKETS, COUNT, FLOATY, VALUE, Merged, _served
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 OWN = {"otel_tokens_worker_processes"}  # the summed endpoint's own gauge
 
 
