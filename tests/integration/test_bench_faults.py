@@ -6,9 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_the_fault_benchmark_reports_every_figure() -> None:
     done = subprocess.run(
         [sys.executable, "benchmarks/bench_faults.py", "--quick"],

@@ -45,6 +45,7 @@ def _scrape_while_running(process: subprocess.Popen[str], url: str) -> str:
     raise AssertionError(msg)
 
 
+@pytest.mark.slow
 def test_demo_serves_metrics_while_running_and_prints_a_summary(tmp_path: Path) -> None:
     ledger = tmp_path / "usage.db"
     process = subprocess.Popen(
@@ -163,6 +164,7 @@ def test_sigterm_ends_the_demo_with_a_summary(tmp_path: Path) -> None:
     assert any(line.startswith("total ") for line in out.splitlines()), out
 
 
+@pytest.mark.slow
 def test_demo_also_pushes_otlp_when_asked() -> None:
     import os
 

@@ -42,6 +42,7 @@ def _totals(ledger: UsageLedger) -> list[tuple[object, ...]]:
     ]
 
 
+@pytest.mark.slow
 def test_a_snapshot_merges_into_another_ledger_once(tmp_path: Path, target: str) -> None:
     snapshot = tmp_path / "usage.jsonl"
     with UsageLedger(tmp_path / "source.db", api_key_secret=SECRET) as source:

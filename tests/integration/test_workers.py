@@ -118,6 +118,7 @@ def _run_rounds(gunicorn: Gunicorn, between: float) -> list[tuple[int, str]]:
     return answered
 
 
+@pytest.mark.slow
 def test_workers_pushing_otlp_each_with_its_own_instance_id_add_up_exactly(
     tmp_path: Path,
 ) -> None:
@@ -197,6 +198,7 @@ def _range(prometheus: Prometheus, expr: str, start: float, end: float) -> list[
     return [float(value) for _, value in series["values"]]
 
 
+@pytest.mark.slow
 def test_workers_writing_to_one_directory_give_prometheus_exact_totals_that_never_go_back(
     tmp_path: Path, prometheus_binary: str, metrics_server: MetricsServer
 ) -> None:

@@ -63,6 +63,7 @@ def test_record_never_starts_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("yield_every", [0, 100], ids=["tight-loop", "yielding"])
+@pytest.mark.slow
 def test_collections_finish_while_producers_outpace_the_consumer(yield_every: int) -> None:
     metrics = InMemoryMetrics()
     stop = threading.Event()
@@ -139,6 +140,7 @@ def test_forked_child_has_a_consumer_thread_of_its_own() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.slow
 def test_forking_while_the_consumer_folds_never_leaves_the_child_stuck() -> None:
     # A fork in the middle of a fold would copy the SDK's aggregation lock, held by the
     # consumer thread, into a child where nothing releases it. About 3 forks in 100 hit that
