@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from otel_tokens import PriceTable, Usage, UsageLedger
 from otel_tokens._ledger.schema import REQUEST_COLUMNS, US_PER_HOUR, hourly_upsert
+from tests.helpers.postgres import postgres_problem
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 INGEST_TARGET = 50_000  # records/s into SQLite
@@ -446,19 +447,6 @@ def postgres_schema(url: str, keep: str | None = None) -> Iterator[str]:
         finally:
             if not keep:
                 admin.execute(f"DROP SCHEMA {name} CASCADE")
-
-
-def postgres_problem(url: str) -> str:
-    """Why PostgreSQL cannot be used ("" when it can)."""
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install 'otel_tokens[postgres]')"
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        return f"no PostgreSQL server answers at {url}: {str(exc).strip()}"
-    return ""
 
 
 def report_ingest(backend: str, what: str, result: Ingest) -> None:

@@ -26,9 +26,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.naive import NaiveRecorder
-from benchmarks.workload import PRICES, mixed_usages
 from otel_tokens import TokenTracker, Usage
+from tests.helpers.naive import NaiveRecorder
+from tests.helpers.workload import PRICES, mixed_usages
 
 BATCH = 400  # below the tracker's wake-up batch, so the consumer thread stays out of the timing
 

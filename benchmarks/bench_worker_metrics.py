@@ -25,7 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from otel_tokens._workers.directory import RETIRED, WorkerDirectory
+from otel_tokens._workers.directory import WorkerDirectory
+from otel_tokens._workers.files import RETIRED
 from otel_tokens._workers.format import FORMAT
 
 METRICS = 10

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # the benchmarks package holds the naive baseline and workload
-
-from benchmarks.workload import PRICES  # noqa: E402
-from otel_tokens import UsageLedger  # noqa: E402
-from otel_tokens.testing import InMemoryMetrics  # noqa: E402
+from otel_tokens import UsageLedger
+from otel_tokens.testing import InMemoryMetrics
+from tests.helpers.paths import ROOT  # noqa: F401  # tests import ROOT from here
+from tests.helpers.workload import PRICES
 
 
 @pytest.fixture

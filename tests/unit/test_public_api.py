@@ -1,0 +1,45 @@
+"""The public surface is small and pinned; the core needs only opentelemetry-api."""
+
+from __future__ import annotations
+
+import otel_tokens
+import otel_tokens.testing
+
+
+def test_public_names_are_pinned() -> None:
+    assert otel_tokens.__all__ == [
+        "CustomMeter",
+        "MeterTotals",
+        "ModelPrice",
+        "PriceTable",
+        "Telemetry",
+        "TokenTracker",
+        "TrackedRequest",
+        "Usage",
+        "UsageLedger",
+        "UsageTotals",
+        "WorkerMetricsServer",
+        "__version__",
+        "configure",
+    ]
+    assert otel_tokens.testing.__all__ == ["HistogramValue", "InMemoryMetrics"]
+    for name in otel_tokens.__all__:
+        assert getattr(otel_tokens, name) is not None
+
+
+def test_usage_has_exactly_the_contract_fields() -> None:
+    from dataclasses import fields
+
+    assert [f.name for f in fields(otel_tokens.Usage)] == [
+        "provider", "model", "request_model", "operation", "input_tokens", "output_tokens",
+        "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens",
+        "system_tokens", "status", "error_type", "latency_s", "time_to_first_token_s", "streamed",
+        "scenario", "user_tier", "provider_uuid", "rule_uuid", "api_key", "api_key_id",
+        "server_address", "usage_problem", "request_id",
+    ]  # fmt: skip
+
+
+def test_package_is_typed() -> None:
+    from importlib.resources import files
+
+    assert files("otel_tokens").joinpath("py.typed").is_file()
