@@ -43,3 +43,21 @@ def test_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("otel_tokens").joinpath("py.typed").is_file()
+
+
+def test_the_other_public_faces_are_pinned() -> None:
+    import otel_tokens.httpx
+    import otel_tokens.providers
+    from otel_tokens.cli import _parser, main
+
+    assert otel_tokens.httpx.__all__ == ["AsyncMeteredTransport", "MeteredTransport"]
+    assert otel_tokens.providers.__all__ == [
+        "UNKNOWN_MODEL", "AnthropicStream", "BedrockStream", "GeminiStream", "OpenAIStream",
+        "StreamAccumulator", "UsageFields", "from_anthropic", "from_bedrock", "from_gemini",
+        "from_openai",
+    ]  # fmt: skip
+    assert callable(main)
+    commands = next(a for a in _parser()._actions if a.dest == "command")
+    assert list(commands.choices) == [  # type: ignore[arg-type]
+        "demo", "serve-metrics", "usage", "meters", "prune", "reset", "export", "import",
+    ]  # fmt: skip
