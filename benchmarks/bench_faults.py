@@ -16,7 +16,7 @@ Each part prints lines `name: value` and a short note:
 - bad input: valid records lost beside a bad one, and failed scrapes after hostile labels;
 - big body: the memory allocated while a 100 MB JSON body streams through the transport.
 
-`--quick` runs each part at a small size (what tests/test_bench_faults.py runs).
+`--quick` runs each part at a small size (what tests/integration/test_bench_faults.py runs).
 """
 
 from __future__ import annotations
