@@ -384,12 +384,6 @@ class RecordingHooks(NamedTuple):
 
 
 def recording_hooks(tracker: TokenTracker) -> RecordingHooks:
-    """The hooks of `tracker` that the HTTP transports record through.
-
-    Raises:
-        TypeError: `tracker` is not a TokenTracker.
-    """
-    if not isinstance(tracker, TokenTracker):
-        msg = f"tracker must be a TokenTracker, got {type(tracker).__name__}"
-        raise TypeError(msg)
+    """The hooks of `tracker` that the HTTP transports record through (they check that it
+    is a TokenTracker, and say so in their own words)."""
     return RecordingHooks(tracker._record_later, tracker._key_id)
