@@ -23,7 +23,8 @@ from functools import partial
 from typing import Any
 
 from otel_tokens._base.usage import Usage
-from otel_tokens._core.tracker import TokenTracker, recording_hooks
+from otel_tokens._core.hooks import recording_hooks
+from otel_tokens._core.tracker import TokenTracker
 from otel_tokens._http.libraries import (
     DefaultTransports,
     check_installed,
@@ -179,6 +180,8 @@ class _Base:
             content_type=headers.get("content-type", ""),
             content_encoding=headers.get("content-encoding", ""),
             fields=self._fields(route, request),
+            headers=headers,
+            rate_limits=self._hooks.rate_limits,
         )
 
 

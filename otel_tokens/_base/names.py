@@ -35,3 +35,7 @@ STATUSES = ("success", "error", "canceled")
 
 #: Why a record's token counts are not the provider's whole report (`Usage.usage_problem`).
 USAGE_PROBLEMS = ("missing", "malformed", "partial")
+
+#: Which limit a rate-limit gauge reports: requests, tokens, input_tokens, output_tokens,
+#: or retry_after (the wait a 429 asked for, on `llm.ratelimit.reset` only).
+RATELIMIT_KIND = "llm.ratelimit.kind"

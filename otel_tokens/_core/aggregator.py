@@ -9,9 +9,7 @@ exemplars still point at the right trace.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -20,10 +18,11 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Observation
 
 from otel_tokens._base import names as n
-from otel_tokens._base.text import shown
+from otel_tokens._base.text import safe_label, shown
 from otel_tokens._base.usage import Usage, find_fault, plain_text
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._core import instruments as spec
+from otel_tokens._core.drops import Drops
 from otel_tokens._core.series import Series, SeriesTable
 from otel_tokens._pricing.prices import PICO_PER_USD
 from otel_tokens._pricing.table import PriceTable
@@ -48,6 +47,8 @@ class Later:
 
 #: Models named in "has no price" warnings; more would let client-chosen names flood the log.
 _MAX_UNPRICED_WARNINGS = 64
+#: How much of a model's name such a warning shows.
+_SHOWN_MODEL = 200
 
 
 @dataclass(frozen=True)
@@ -59,52 +60,8 @@ class Histograms:
     time_to_first_chunk: Histogram
 
 
-class Drops:
-    """Records not recorded, by reason: counted (from any thread) and warned once per reason."""
-
-    def __init__(self, warn: WarnOnce) -> None:
-        self._warn = warn
-        self._counts: Counter[str] = Counter()
-        self._unsaid: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def add(self, reason: str, why: str, count: int = 1, *, exc_info: bool = False) -> None:
-        """Count and warn now: for the consumer and collections, never the request path."""
-        with self._lock:
-            self._counts[reason] += count
-        self._say(reason, why, exc_info=exc_info)
-
-    def add_later(self, reason: str, why: str) -> None:
-        """Count now and leave the warning to the consumer: logging may block, `record()` not."""
-        with self._lock:
-            self._counts[reason] += 1
-            self._unsaid.setdefault(reason, why)
-
-    def say_pending(self) -> None:
-        """Log the warnings `add_later()` left, once per reason."""
-        if not self._unsaid:
-            return
-        with self._lock:
-            unsaid, self._unsaid = self._unsaid, {}
-        for reason, why in unsaid.items():
-            self._say(reason, why)
-
-    def _say(self, reason: str, why: str, *, exc_info: bool = False) -> None:
-        self._warn(
-            ("drop", reason),
-            "otel_tokens dropped a usage record: %s. Drops are counted on "
-            "otel_tokens.records.dropped{reason=%r}; this is logged once per reason",
-            why,
-            reason,
-            exc_info=exc_info,
-        )
-
-    def observations(self) -> list[Observation]:
-        self.say_pending()
-        with self._lock:
-            counts = list(self._counts.items())
-        return [Observation(count, {n.DROP_REASON: reason}) for reason, count in counts]
-
+#: What a request without cache tokens saved and paid extra: nothing.
+_NO_CACHE = (0, 0)
 
 #: How each usage counter reads a series, and whether the series has a point on it at all.
 #: Cost and unpriced tokens appear only where they happened: an unpriced model shows no $0.
@@ -116,6 +73,11 @@ _COUNTER_VALUES: dict[str, tuple[Callable[[Series], float], Callable[[Series], b
     spec.REASONING_TOKENS.name: (lambda s: s.reasoning_tokens, lambda s: True),
     spec.SYSTEM_TOKENS.name: (lambda s: s.system_tokens, lambda s: True),
     spec.COST.name: (lambda s: s.cost_pico / PICO_PER_USD, lambda s: s.priced),
+    spec.CACHE_SAVINGS.name: (lambda s: s.cache_saved_pico / PICO_PER_USD, lambda s: s.priced),
+    spec.CACHE_WRITE_PREMIUM.name: (
+        lambda s: s.cache_premium_pico / PICO_PER_USD,
+        lambda s: s.priced,
+    ),
     spec.UNPRICED_TOKENS.name: (lambda s: s.unpriced_tokens, lambda s: s.unpriced_tokens > 0),
     spec.REQUESTS.name: (lambda s: s.requests, lambda s: True),
 }
@@ -149,7 +111,6 @@ class Aggregator:
         self._drops = drops
         self._warn = warn
         self._warn_unpriced = WarnOnce(limit=_MAX_UNPRICED_WARNINGS)
-        self.overflowed = 0
 
     def consume(self, batch: list[Queued]) -> None:
         """Fold `batch` in; a record that cannot be recorded is dropped, counted and warned."""
@@ -167,7 +128,7 @@ class Aggregator:
                     if fault is None:
                         self._fold(cast(Usage, usage), context)
                     else:
-                        self._drops.add(fault.kind, fault.message)
+                        self._drops.add(fault.kind, fault.message, usage=usage)
                 except Exception:
                     self._drop_failed(usage)
                 done += 1
@@ -184,7 +145,7 @@ class Aggregator:
         try:
             self._drops.add(
                 "internal_error", f"recording {shown(usage)} failed (a bug: please report it)",
-                exc_info=True,
+                usage=usage, exc_info=True,
             )  # fmt: skip
         except Exception:
             with contextlib.suppress(Exception):
@@ -195,7 +156,13 @@ class Aggregator:
         # either wholly in the counters or counted as dropped, never both.
         table = self._table
         series = table.series_for(usage)
-        cost = self._prices.cost_pico(usage)
+        rates = self._prices.rates(usage)
+        cost: int | None = None
+        cache = _NO_CACHE
+        if rates is not None:
+            cost = rates.cost(usage)
+            if usage.cache_read_tokens or usage.cache_write_tokens:
+                cache = rates.cache_economics(usage)
         histograms = self._histograms
         if usage.input_tokens:
             histograms.token_usage.record(usage.input_tokens, series.input_attributes, context)
@@ -208,8 +175,6 @@ class Aggregator:
                 usage.time_to_first_token_s, series.attributes, context
             )
 
-        if series is table.overflow:
-            self.overflowed += 1
         series.requests += 1
         series.input_tokens += usage.input_tokens
         series.output_tokens += usage.output_tokens
@@ -220,13 +185,15 @@ class Aggregator:
         if cost is not None:
             series.priced = True
             series.cost_pico += cost
+            series.cache_saved_pico += cache[0]
+            series.cache_premium_pico += cache[1]
         elif usage.input_tokens or usage.output_tokens:
             series.unpriced_tokens += usage.input_tokens + usage.output_tokens
-            self._warn_no_price(series)
+            self._warn_no_price(usage.model)
         if self._ledger is not None:
             self._ledger.add(usage, cost, int(time.time() * 1_000_000))
 
-    def _warn_no_price(self, series: Series) -> None:
+    def _warn_no_price(self, model: str) -> None:
         if not len(self._prices):
             self._warn(
                 "no_prices",
@@ -234,13 +201,27 @@ class Aggregator:
                 "counted on llm.usage.unpriced_tokens. Leave prices= unset for the bundled table",
             )
             return
-        model = series.attributes.get(n.RESPONSE_MODEL, n.OTHER_MODEL)  # already cut to length
+        # The model the caller sent, not its label ("other" outside an allow-list): that is
+        # the name to add to the price table. Cut and made printable like a label.
+        model = safe_label(model, _SHOWN_MODEL)
         self._warn_unpriced(
             model,
             "otel_tokens: model %r has no price, so its tokens are counted on "
             "llm.usage.unpriced_tokens and not as cost; add it to the price table",
             model,
         )
+
+    def overflow_observations(self) -> list[Observation]:
+        """Records on the overflow series, by the provider and operation they kept; the
+        series without them is always there, at 0 until a record needs it."""
+        observations = [Observation(0, {})]
+        for series in self._table.overflow():
+            labels = {k: v for k, v in series.attributes.items() if k != n.OVERFLOW}
+            if labels:
+                observations.append(Observation(series.requests, labels))
+            else:
+                observations[0] = Observation(series.requests, {})
+        return observations
 
     def counter_observations(self, name: str) -> list[Observation]:
         """The current total of counter `name` on every series that has one."""

@@ -19,7 +19,7 @@ DURATION_BUCKETS: tuple[float, ...] = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 )  # fmt: skip
 
-Kind = Literal["histogram", "counter"]
+Kind = Literal["histogram", "counter", "gauge"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,22 @@ COST = InstrumentSpec(
     "Cost of priced requests in US dollars.",
     "llm_usage_cost_USD_total",
 )
+#: The prompt cache's worth, in two counters that only go up (so that rate() and sums over
+#: processes and restarts stay right); their difference, which may be negative, is the net.
+CACHE_SAVINGS = InstrumentSpec(
+    "llm.usage.cache_savings",
+    "counter",
+    "USD",
+    "What cache reads saved against the full input price, in US dollars (priced models).",
+    "llm_usage_cache_savings_USD_total",
+)
+CACHE_WRITE_PREMIUM = InstrumentSpec(
+    "llm.usage.cache_write_premium",
+    "counter",
+    "USD",
+    "What cache writes cost above the full input price, in US dollars (priced models).",
+    "llm_usage_cache_write_premium_USD_total",
+)
 UNPRICED_TOKENS = InstrumentSpec(
     "llm.usage.unpriced_tokens",
     "counter",
@@ -139,6 +155,30 @@ OVERFLOWED = InstrumentSpec(
     "otel_tokens_series_overflow_total",
 )
 
+#: Rate-limit headroom, the newest each provider reported in its response headers.
+RATELIMIT_LIMIT = InstrumentSpec(
+    "llm.ratelimit.limit",
+    "gauge",
+    "{count}",
+    "The provider's rate limit per window, of what llm.ratelimit.kind names.",
+    "llm_ratelimit_limit",
+)
+RATELIMIT_REMAINING = InstrumentSpec(
+    "llm.ratelimit.remaining",
+    "gauge",
+    "{count}",
+    "What is left of the provider's rate limit now, of what llm.ratelimit.kind names.",
+    "llm_ratelimit_remaining",
+)
+RATELIMIT_RESET = InstrumentSpec(
+    "llm.ratelimit.reset",
+    "gauge",
+    "s",
+    "Seconds until the provider's rate limit is whole again (retry_after: until a 429 said "
+    "to retry).",
+    "llm_ratelimit_reset_seconds",
+)
+
 HISTOGRAMS = (TOKEN_USAGE, OPERATION_DURATION, TIME_TO_FIRST_CHUNK)
 USAGE_COUNTERS = (
     INPUT_TOKENS,
@@ -148,10 +188,13 @@ USAGE_COUNTERS = (
     REASONING_TOKENS,
     SYSTEM_TOKENS,
     COST,
+    CACHE_SAVINGS,
+    CACHE_WRITE_PREMIUM,
     UNPRICED_TOKENS,
     REQUESTS,
 )
 SELF_COUNTERS = (DROPPED, OVERFLOWED)
+RATELIMIT_GAUGES = (RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET)
 
 #: Every instrument a TokenTracker creates, in the order the README lists them.
-ALL = HISTOGRAMS + USAGE_COUNTERS + SELF_COUNTERS
+ALL = HISTOGRAMS + USAGE_COUNTERS + RATELIMIT_GAUGES + SELF_COUNTERS

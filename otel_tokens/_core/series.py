@@ -2,7 +2,8 @@
 
 Memory is bounded three ways: label values are cut to a length, models outside an optional
 allow-list become "other", and once `max_series` attribute sets exist every new one goes to a
-single overflow series. Series, once admitted, are kept: cumulative counters must not vanish.
+few overflow series (one per provider and operation, for the first `OVERFLOW_GROUPS` of them,
+then one for all the rest). Series, once admitted, are kept: cumulative counters must not vanish.
 """
 
 from __future__ import annotations
@@ -22,13 +23,19 @@ _ERROR_TYPE_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]*")
 
 Attributes = dict[str, Any]
 
+#: Overflow series that keep their provider and operation; records of any other pair go to one
+#: last overflow series without them. `setup.MAX_SERIES` leaves room for all of them.
+OVERFLOW_GROUPS = 8
+
 
 class Series:
     """One attribute set and its running totals; touched only by the tracker's one consumer."""
 
     __slots__ = (
         "attributes",
+        "cache_premium_pico",
         "cache_read_tokens",
+        "cache_saved_pico",
         "cache_write_tokens",
         "cost_pico",
         "input_attributes",
@@ -54,6 +61,8 @@ class Series:
         self.system_tokens = 0
         self.requests = 0
         self.cost_pico = 0
+        self.cache_saved_pico = 0
+        self.cache_premium_pico = 0
         self.priced = False
         self.unpriced_tokens = 0
 
@@ -92,16 +101,21 @@ class SeriesTable:
         # since many raw tuples can share one series (cut labels, "other" models).
         self._by_raw: dict[tuple[object, ...], Series] = {}
         self._max_raw = 2 * max_series
-        self.overflow: Series | None = None
+        #: Overflow series by (provider, operation) label, then the last one, once they exist.
+        self._overflow: dict[tuple[str, str] | None, Series] = {}
 
     def __len__(self) -> int:
         return len(self._series)
 
     def all(self) -> Iterable[Series]:
-        """Every admitted series, then the overflow series once it exists."""
+        """Every admitted series, then the overflow series that exist."""
         yield from self._series.values()
-        if self.overflow is not None:
-            yield self.overflow
+        yield from self._overflow.values()
+
+    def overflow(self) -> Iterable[Series]:
+        """The overflow series that exist: one per provider and operation, and the last one
+        (without them) once `OVERFLOW_GROUPS` pairs have theirs."""
+        return self._overflow.values()
 
     def series_for(self, usage: Usage) -> Series:
         """The series `usage` counts on (maybe the overflow series)."""
@@ -138,20 +152,54 @@ class SeriesTable:
         if len(self._series) < self._max_series:
             series = self._series[key] = Series(attributes)
             return series
-        if self.overflow is None:
-            self.overflow = Series({n.OVERFLOW: True})
         self._warn(
             "series_overflow",
             "otel_tokens: %d attribute sets reached the series cap (max_series=%d); new ones "
-            "are recorded on the series %s=true and counted on otel_tokens.series.overflow. "
-            "Raise max_series, set a model allow-list, or drop a high-cardinality label "
-            "(first one over the cap: %r)",
+            "are recorded on overflow series (%s=true, keeping only the provider and the "
+            "operation) and counted on otel_tokens.series.overflow. Raise max_series, set a "
+            "model allow-list, or drop a high-cardinality label (first one over the cap: %r)",
             self._max_series,
             self._max_series,
             n.OVERFLOW,
             attributes,
         )
-        return self.overflow
+        return self._overflow_series(attributes[n.PROVIDER], attributes[n.OPERATION])
+
+    def _overflow_series(self, provider: str, operation: str) -> Series:
+        groups = self._overflow
+        group: tuple[str, str] | None = (provider, operation)
+        series = groups.get(group)
+        if series is not None:
+            return series
+        if len(groups) - (None in groups) >= OVERFLOW_GROUPS:
+            group = None
+            series = groups.get(None)
+            if series is not None:
+                return series
+        labels = {} if group is None else {n.PROVIDER: provider, n.OPERATION: operation}
+        series = groups[group] = Series({n.OVERFLOW: True, **labels})
+        return series
+
+    def limit_attributes(self, usage: Usage) -> Attributes:
+        """The attributes a response's rate-limit headroom is reported with: the provider,
+        its server, the model asked for (limits are per model), and the key id when opted in."""
+        assert usage.request_model is not None  # Usage.__post_init__ fills it in
+        attributes: Attributes = {
+            n.PROVIDER: self._label(n.PROVIDER, usage.provider),
+            n.REQUEST_MODEL: self._model(n.REQUEST_MODEL, usage.request_model),
+        }
+        if usage.server_address:
+            attributes[n.SERVER_ADDRESS] = self._label(n.SERVER_ADDRESS, usage.server_address)
+        if self._fingerprint is not None and usage.api_key_id:
+            attributes[n.API_KEY_ID] = self._label(n.API_KEY_ID, usage.api_key_id)
+        return attributes
+
+    def drop_attributes(self, provider: str, model: str | None) -> Attributes:
+        """The provider and model attributes of dropped records, bounded like any label."""
+        attributes = {n.PROVIDER: self._label(n.PROVIDER, provider)}
+        if model is not None:
+            attributes[n.RESPONSE_MODEL] = self._model(n.RESPONSE_MODEL, model)
+        return attributes
 
     def _has_long_value(self, raw: tuple[object, ...]) -> bool:
         limit = self._max_label_length

@@ -11,6 +11,7 @@ from opentelemetry.metrics import Histogram, Meter
 
 from otel_tokens._core import instruments as spec
 from otel_tokens._core.aggregator import Histograms
+from otel_tokens._core.series import OVERFLOW_GROUPS
 from otel_tokens._pricing.table import PriceTable
 
 #: A JSON or YAML price file whose models override the bundled table, read at tracker setup.
@@ -47,8 +48,10 @@ def claim_meter(meter: Meter) -> None:
 
 
 #: The SDK keeps 2000 series per instrument and the token histogram has two per attribute
-#: set (input and output): past this the SDK's own overflow would merge them, uncounted.
-MAX_SERIES = 999
+#: set (input and output): past this, with the overflow series, the SDK's own overflow would
+#: merge them, uncounted.
+_SDK_SERIES = 2000
+MAX_SERIES = _SDK_SERIES // 2 - (OVERFLOW_GROUPS + 1)
 MAX_SERIES_WHY = (
     " (the SDK keeps 2000 series per instrument and gen_ai.client.token.usage has two per "
     "attribute set)"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple, cast
+from typing import cast
 
 from opentelemetry.context import get_current
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -14,12 +15,15 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from otel_tokens._base import names as n
 from otel_tokens._base.fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._base.meters import meter_spec
+from otel_tokens._base.ratelimit import RateLimits
 from otel_tokens._base.usage import Usage
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._core import instruments as spec
-from otel_tokens._core.aggregator import Aggregator, Drops, Later, Queued
+from otel_tokens._core.aggregator import Aggregator, Later, Queued
 from otel_tokens._core.custom_meter import CustomMeter
+from otel_tokens._core.drops import LEDGER_REASONS, Drops
 from otel_tokens._core.handoff import Handoff
+from otel_tokens._core.ratelimits import RateLimitBoard
 from otel_tokens._core.series import SeriesTable
 from otel_tokens._core.setup import (
     MAX_SERIES,
@@ -57,9 +61,10 @@ class TokenTracker:
             A path: the bundled table with that file's models overriding it. A
             `PriceTable`: exactly that table (`PriceTable({})` prices nothing).
         models: an allow-list of model names; others are reported as "other".
-        max_series: the most attribute sets kept, at most 999; new ones beyond it go to one
-            overflow series. The token histogram has two series per set (input and output),
-            which keeps every instrument under the SDK's 2000 series.
+        max_series: the most attribute sets kept, at most 991; new ones beyond it go to
+            overflow series that keep only the provider and the operation. The token
+            histogram has two series per set (input and output), which keeps every
+            instrument under the SDK's 2000 series.
         max_label_length: label values longer than this are cut.
         opt_in_attributes: any of "llm.provider.uuid", "llm.rule.uuid", "llm.api_key.id".
         ledger: a `UsageLedger` that every recorded `Usage` is also written to, with the
@@ -162,16 +167,24 @@ class TokenTracker:
                 unit=counter.unit,
                 description=counter.description,
             )
+        for index, gauge in enumerate(spec.RATELIMIT_GAUGES):
+            meter.create_observable_gauge(
+                gauge.name,
+                callbacks=[self._limits_callback(index)],
+                unit=gauge.unit,
+                description=gauge.description,
+            )
 
     def _start_afresh(self) -> None:
         """Empty totals; also what a forked child starts from, so it reports only its own
         requests (the SDK's own histogram state, which it also inherits, is not reset)."""
         self._warn = WarnOnce()
-        self._drops = Drops(self._warn)
+        table = self._new_table()
+        self._drops = Drops(self._warn, table.drop_attributes)
+        self._limits = RateLimitBoard(table.limit_attributes, self._warn)
         self._aggregator = Aggregator(
-            self._new_table(), self._histograms, self._prices, self._drops, self._warn,
-            self._ledger,
-        )  # fmt: skip
+            table, self._histograms, self._prices, self._drops, self._warn, self._ledger
+        )
 
     def record(self, usage: Usage) -> None:
         """Queue one finished request's usage to be recorded; never raises, never blocks.
@@ -188,6 +201,7 @@ class TokenTracker:
                 self._drops.add_later(
                     "queue_full",
                     f"the queue of {QUEUE_CAPACITY} records waiting to be aggregated is full",
+                    usage,
                 )
         except Exception:
             with contextlib.suppress(Exception):
@@ -196,6 +210,16 @@ class TokenTracker:
     def _record_later(self, make: Callable[[], Usage]) -> None:
         """Like `record`, but `make()` builds the `Usage` on the consumer thread."""
         self.record(cast(Usage, Later(make)))  # queued as is; the consumer knows a Later
+
+    def _rate_limits(self, usage: Usage, limits: RateLimits) -> None:
+        """Keep the rate-limit headroom a response of `usage` reported (consumer thread)."""
+        self._limits.update(usage, limits)
+
+    def _limits_callback(self, index: int) -> Callable[[CallbackOptions], list[Observation]]:
+        def observe(options: CallbackOptions) -> list[Observation]:
+            return self._limits.observations()[index]
+
+        return observe
 
     def _key_id(self, api_key: str) -> str | None:
         """The keyed fingerprint of `api_key`; None without a secret to make it with."""
@@ -340,22 +364,23 @@ class TokenTracker:
         snapshot.served.add(name)
         return snapshot.observations[name]
 
-    def _ledger_drops(self) -> list[Observation]:
-        """The ledger's drops, as reasons of their own ("ledger_write_failed", ...)."""
+    def _ledger_drops(self) -> Counter[str] | None:
+        """The ledger's drops, as reasons of their own ("ledger_write_failed", ...), each at
+        0 at least."""
         if self._ledger is None:
-            return []
-        return [
-            Observation(count, {n.DROP_REASON: _ledger_reason(reason)})
-            for reason, count in self._ledger.drops().items()
-        ]
+            return None
+        counts = Counter(dict.fromkeys(LEDGER_REASONS, 0))
+        for reason, count in self._ledger.drops().items():
+            counts[_ledger_reason(reason)] += count
+        return counts
 
     def _take_snapshot(self) -> _Snapshot:
         aggregator = self._aggregator
         observations = {
             c.name: aggregator.counter_observations(c.name) for c in spec.USAGE_COUNTERS
         }
-        observations[spec.DROPPED.name] = self._drops.observations() + self._ledger_drops()
-        observations[spec.OVERFLOWED.name] = [Observation(aggregator.overflowed)]
+        observations[spec.DROPPED.name] = self._drops.observations(self._ledger_drops())
+        observations[spec.OVERFLOWED.name] = aggregator.overflow_observations()
         return _Snapshot(observations)
 
 
@@ -371,19 +396,3 @@ class _Snapshot:
     def __init__(self, observations: dict[str, list[Observation]]) -> None:
         self.observations = observations
         self.served: set[str] = set()
-
-
-class RecordingHooks(NamedTuple):
-    """What code outside the core that meters requests for a tracker (the HTTP transports)
-    needs of it, and nothing more."""
-
-    #: Queue a `Usage` that the callable builds on the consumer thread, off the request path.
-    record_later: Callable[[Callable[[], Usage]], None]
-    #: The key id (keyed fingerprint) of an API key; None when the tracker has no secret.
-    key_id: Callable[[str], str | None]
-
-
-def recording_hooks(tracker: TokenTracker) -> RecordingHooks:
-    """The hooks of `tracker` that the HTTP transports record through (they check that it
-    is a TokenTracker, and say so in their own words)."""
-    return RecordingHooks(tracker._record_later, tracker._key_id)

@@ -20,8 +20,6 @@ request path.
 from __future__ import annotations
 
 import contextlib
-import json
-import re
 import threading
 import time
 from collections import deque
@@ -29,9 +27,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from otel_tokens._base.ratelimit import RateLimits, read_rate_limits
 from otel_tokens._base.usage import Usage
 from otel_tokens._http.body_ends import BodyEnds
 from otel_tokens._http.decoding import Decoder
+from otel_tokens._http.json_body import parse_body
 from otel_tokens._http.route import Route
 from otel_tokens._http.sse import SSEParser
 from otel_tokens.providers import (
@@ -72,13 +72,6 @@ _ACCUMULATORS: dict[str, type[StreamAccumulator]] = {
     "gemini": GeminiStream,
     "bedrock": BedrockStream,
 }
-#: Top-level keys worth finding in a large JSON body (usage is at its end in every API).
-_LARGE_BODY_KEYS = {
-    "openai": (b"usage", b"model", b"object"),
-    "anthropic": (b"usage", b"model"),
-    "gemini": (b"usageMetadata", b"modelVersion"),
-    "bedrock": (b"usage",),
-}
 
 
 def error_type_of_status(status_code: int) -> str:
@@ -107,6 +100,8 @@ class ResponseMeter:
         content_type: its Content-Type.
         content_encoding: its Content-Encoding.
         fields: `Usage` fields from the transport and the request (scenario, tier, key id).
+        headers: the response's headers, read for rate limits on the consumer thread.
+        rate_limits: where the rate limits they report go, with the response's `Usage`.
     """
 
     def __init__(
@@ -119,8 +114,12 @@ class ResponseMeter:
         content_type: str,
         content_encoding: str,
         fields: UsageFields,
+        headers: Any = None,
+        rate_limits: Callable[[Usage, RateLimits], None] | None = None,
     ) -> None:
         self._record_later = record_later
+        self._headers = headers  # not copied: read only on the consumer thread
+        self._rate_limits = rate_limits
         self._route = route
         self._started = started
         self._fields = fields
@@ -301,7 +300,21 @@ class ResponseMeter:
             if self._sse is not None and ended == "success":  # a last event without "\n\n"
                 self._events(self._sse.close())
             self._read_all = True
-            return self._make_usage(ended, error_type, at)
+            usage = self._make_usage(ended, error_type, at)
+        self._report_limits(usage)
+        return usage
+
+    def _report_limits(self, usage: Usage) -> None:
+        """Hand on the rate limits the response's headers reported; never raises."""
+        headers, report = self._headers, self._rate_limits
+        self._headers = None
+        if headers is None or report is None:
+            return
+        with contextlib.suppress(Exception):  # a broken headers object costs only its limits
+            pairs = headers.multi_items() if hasattr(headers, "multi_items") else headers.items()
+            limits = read_rate_limits(pairs, time.time())
+            if limits is not None:
+                report(usage, limits)
 
     def _make_usage(self, ended: str | None, error_type: str | None, at: float) -> Usage:
         status = ended
@@ -334,7 +347,7 @@ class ResponseMeter:
         normalize = _NORMALIZERS[self._route.wire]
         body, whole = self._body.bytes(), self._body.whole
         self._body.clear()
-        parsed = None if self._unreadable else _parse_json(body, self._route.wire, whole=whole)
+        parsed = None if self._unreadable else parse_body(body, self._route.wire, whole=whole)
         usage = normalize(parsed, **fields)
         if self._unreadable and status != "error":
             return _with_problem(usage, "missing")
@@ -358,37 +371,3 @@ def _copy(ring: deque[bytes]) -> list[bytes]:
         except RuntimeError:
             continue
     return list(ring)
-
-
-def _parse_json(body: bytes, wire: str, *, whole: bool) -> Any:
-    if not body:
-        return None
-    if whole:
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
-            return None
-    found: dict[str, Any] = {}
-    for key in _LARGE_BODY_KEYS[wire]:
-        value = _find_top_level(body, key, last=key.startswith(b"usage"))
-        if value is not None:
-            found[key.decode()] = value
-    return found or None
-
-
-def _find_top_level(body: bytes, key: bytes, *, last: bool) -> Any:
-    # Inside JSON strings quotes are escaped, so `"key":` outside a string is a key; usage
-    # blocks come last in every API's body and model names near the start.
-    pattern = re.compile(b'"' + key + rb'"\s*:\s*')
-    matches = list(pattern.finditer(body)) if last else [pattern.search(body)]
-    for match in reversed(matches) if last else matches:
-        if match is None:
-            continue
-        end = len(body) if last else match.end() + 4096
-        try:
-            text = body[match.end() : end].decode("utf-8", "ignore")
-            value, _ = json.JSONDecoder().raw_decode(text)
-        except (ValueError, RecursionError):
-            continue
-        return value
-    return None

@@ -92,6 +92,29 @@ class Rates(NamedTuple):
             + usage.reasoning_tokens * self.reasoning
         )
 
+    def cache_economics(self, usage: Usage) -> tuple[int, int]:
+        """What `usage`'s prompt cache saved and what it cost extra, in pico-dollars, both
+        >= 0, against paying the full input price for every cached token.
+
+        Reads save `input - cache_read` per token; writes cost `cache_write - input` (or
+        `cache_write_1h - input`) more per token. A class priced the other way round (a
+        write below the input price) counts on the other side. Savings minus the premium
+        is the cache's net worth: negative when a prompt's writes never paid off.
+        """
+        write_5m = usage.cache_write_tokens - usage.cache_write_1h_tokens
+        saved = premium = 0
+        for tokens, rate in (
+            (usage.cache_read_tokens, self.cache_read),
+            (write_5m, self.cache_write),
+            (usage.cache_write_1h_tokens, self.cache_write_1h),
+        ):
+            difference = tokens * (self.input - rate)
+            if difference > 0:
+                saved += difference
+            else:
+                premium -= difference
+        return saved, premium
+
 
 @dataclass(frozen=True)
 class ModelPrice:

@@ -41,6 +41,20 @@ def contract_attributes(usage: Usage) -> dict[str, Any]:
     return attributes
 
 
+def _cache_worth(usage: Usage, prices: PriceTable | None) -> tuple[int, int]:
+    """Cache savings and write premium in pico-dollars, written out apart from the package's."""
+    rates = None if prices is None else prices.rates(usage)
+    if rates is None:
+        return 0, 0
+    write_1h = usage.cache_write_1h_tokens
+    write_5m = usage.cache_write_tokens - write_1h
+    read_saving = usage.cache_read_tokens * (rates.input - rates.cache_read)
+    write_5m_extra = write_5m * (rates.cache_write - rates.input)
+    write_1h_extra = write_1h * (rates.cache_write_1h - rates.input)
+    parts = (read_saving, -write_5m_extra, -write_1h_extra)
+    return sum(p for p in parts if p > 0), -sum(p for p in parts if p < 0)
+
+
 class NaiveRecorder:
     """Record each `Usage` straight into synchronous SDK instruments, one call per instrument."""
 
@@ -74,6 +88,9 @@ class NaiveRecorder:
         tokens = usage.input_tokens + usage.output_tokens
         if cost is not None:
             counters[spec.COST.name].add(cost / PICO_PER_USD, attributes)
+            saved, premium = _cache_worth(usage, self._prices)
+            counters[spec.CACHE_SAVINGS.name].add(saved / PICO_PER_USD, attributes)
+            counters[spec.CACHE_WRITE_PREMIUM.name].add(premium / PICO_PER_USD, attributes)
         elif tokens:
             counters[spec.UNPRICED_TOKENS.name].add(tokens, attributes)
 

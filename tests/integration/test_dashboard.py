@@ -27,6 +27,7 @@ import yaml
 import otel_tokens
 from otel_tokens import ModelPrice, PriceTable, TokenTracker, Usage, configure
 from otel_tokens._core import instruments as spec
+from otel_tokens._core.drops import RECORD_REASONS
 from tests.helpers.prometheus_server import WAIT_S, Prometheus, has_data, start_prometheus, stop
 
 STACK = Path(otel_tokens.__file__).resolve().parent / "stack"
@@ -623,9 +624,10 @@ def test_prometheus_holds_exactly_what_was_recorded(prometheus: Prometheus) -> N
         sum(u.time_to_first_token_s or 0 for u in streamed)
     )
     assert q('sum(llm_requests_total{llm_usage_problem="missing"})') == PHASES
-    assert prometheus.values("sum by (reason) (otel_tokens_records_dropped_total)") == {
-        (("reason", "negative_tokens"),): PHASES
-    }
+    dropped = prometheus.values("sum by (reason) (otel_tokens_records_dropped_total > 0)")
+    assert dropped == {(("reason", "negative_tokens"),): PHASES}
+    # Every other reason is there too, at 0, from the first scrape on.
+    assert q("count(otel_tokens_records_dropped_total == 0)") >= len(RECORD_REASONS) - 1
     assert q("sum(otel_tokens_series_overflow_total)") == PHASES
     assert q('sum(llm_requests_total{otel_metric_overflow="true"})') == PHASES
 

@@ -353,3 +353,33 @@ def test_bad_settings_raise_at_setup(kwargs: dict[str, Any], words: str) -> None
     with pytest.raises(ValueError) as raised:
         MeteredTransport(**options)
     assert words in str(raised.value)
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+@pytest.mark.parametrize("failure", ["429", "refused"])
+def test_a_streamed_request_that_fails_before_streaming_is_still_streamed(
+    server: FakeProviders, metrics: InMemoryMetrics, sdk: str, failure: str
+) -> None:
+    """The request asked for a stream: its failure belongs with the streamed requests
+    (`llm.streaming=true`), whether the answer was an error body or no answer at all."""
+    base_url = server.base_url
+    if failure == "refused":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base_url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once closed
+    headers = {"x-test-behavior": failure}
+    http_client = _http_client(MeteredTransport(metrics.tracker))
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(Exception):  # noqa: B017 - RateLimitError or APIConnectionError
+        if sdk == "openai":
+            oai = openai.OpenAI(api_key=KEY, base_url=base_url + "/v1", max_retries=0,
+                                http_client=http_client)  # fmt: skip
+            list(oai.chat.completions.create(model="gpt-4.1", messages=messages,  # type: ignore[arg-type]
+                                             stream=True, extra_headers=headers))  # fmt: skip
+        else:
+            client = anthropic.Anthropic(api_key=KEY, base_url=base_url, max_retries=0,
+                                         http_client=http_client)  # fmt: skip
+            list(client.messages.create(model="claude-sonnet-4-5", max_tokens=10, stream=True,
+                                        messages=messages, extra_headers=headers))  # type: ignore[arg-type]  # fmt: skip
+    assert metrics.value("llm.requests", status="error", streaming=True) == 1
+    assert metrics.value("llm.requests") == 1

@@ -66,12 +66,14 @@ def test_admitted_series_keep_counting_after_the_cap_is_reached() -> None:
 
 
 def test_largest_series_cap_keeps_every_instrument_inside_the_sdk_limit() -> None:
-    metrics = InMemoryMetrics(max_series=999)
-    for i in range(1_100):
-        metrics.tracker.record(usage(user_tier=f"t{i}", output_tokens=1, latency_s=0.1))
+    metrics = InMemoryMetrics(max_series=991)
+    for i in range(1_100):  # past the cap, from more providers than keep an overflow series
+        provider = "openai" if i < 991 else f"provider-{i % 12}"
+        metrics.tracker.record(usage(provider=provider, user_tier=f"t{i}", output_tokens=1))
     tokens = metrics.points("gen_ai.client.token.usage")
-    assert len(tokens) == 2 * 1000  # 999 sets and the tracker's overflow set, input and output
-    assert metrics.value("otel_tokens.series.overflow") == 101  # counted by the tracker
+    # 991 sets, 8 overflow series that keep their provider and one for the rest, two each:
+    assert len(tokens) == 2 * 1000
+    assert metrics.value("otel_tokens.series.overflow") == 109  # counted by the tracker
     overflow = [p for p in tokens if p.attributes.get("otel.metric.overflow")]
     assert all("gen_ai.token.type" in p.attributes for p in overflow)  # not the SDK's overflow
 
@@ -129,8 +131,8 @@ def test_memory_stays_flat_under_a_million_distinct_tiers_and_models() -> None:
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        ({"max_series": 0}, "max_series must be an int from 1 to 999"),
-        ({"max_series": 1000}, "the SDK keeps 2000 series per instrument"),
+        ({"max_series": 0}, "max_series must be an int from 1 to 991"),
+        ({"max_series": 992}, "the SDK keeps 2000 series per instrument"),
         ({"max_series": "10"}, "max_series must be an int"),
         ({"max_label_length": 2}, "max_label_length must be an int from 8 to 1024, got 2"),
         ({"models": ["gpt-4o", ""]}, "models must be non-empty str model names"),

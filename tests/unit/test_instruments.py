@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from opentelemetry.sdk.metrics.export import Histogram, Sum
+from opentelemetry.sdk.metrics.export import Gauge, Histogram, Sum
 
 from otel_tokens import Usage
+from otel_tokens._base.ratelimit import RateLimits, Reading
 from otel_tokens.testing import InMemoryMetrics
 
 TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
@@ -25,8 +26,13 @@ CONTRACT = {
     "llm.usage.reasoning.output_tokens": ("counter", "{token}"),
     "llm.usage.system_tokens": ("counter", "{token}"),
     "llm.usage.cost": ("counter", "USD"),
+    "llm.usage.cache_savings": ("counter", "USD"),
+    "llm.usage.cache_write_premium": ("counter", "USD"),
     "llm.usage.unpriced_tokens": ("counter", "{token}"),
     "llm.requests": ("counter", "{request}"),
+    "llm.ratelimit.limit": ("gauge", "{count}"),
+    "llm.ratelimit.remaining": ("gauge", "{count}"),
+    "llm.ratelimit.reset": ("gauge", "s"),
     "otel_tokens.records.dropped": ("counter", "{record}"),
     "otel_tokens.series.overflow": ("counter", "{record}"),
 }
@@ -72,6 +78,8 @@ def recorded(metrics: InMemoryMetrics) -> InMemoryMetrics:
 def test_every_contract_instrument_exists_with_kind_and_unit(recorded: InMemoryMetrics) -> None:
     recorded.tracker.record(Usage(provider="x", model="unpriced-model", input_tokens=1))
     recorded.tracker.record(Usage(provider="x", model="y", input_tokens=-1))  # dropped
+    limits = RateLimits((Reading("tokens", 100, 40, 3.0),), None)
+    recorded.tracker._rate_limits(STREAMED, limits)  # what a transport reads from headers
     found = recorded.metrics()
     assert set(found) == set(CONTRACT)
     for name, (kind, unit) in CONTRACT.items():
@@ -79,6 +87,8 @@ def test_every_contract_instrument_exists_with_kind_and_unit(recorded: InMemoryM
         assert metric.unit == unit, name
         if kind == "histogram":
             assert isinstance(metric.data, Histogram), name
+        elif kind == "gauge":
+            assert isinstance(metric.data, Gauge), name
         else:
             assert isinstance(metric.data, Sum) and metric.data.is_monotonic, name
 

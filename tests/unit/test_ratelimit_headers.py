@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otel_tokens._http import ratelimit
-from otel_tokens._http.ratelimit import KINDS, RateLimits, Reading, read_rate_limits
+from otel_tokens._base import ratelimit
+from otel_tokens._base.ratelimit import KINDS, RateLimits, Reading, read_rate_limits
 
 #: 30 s before Anthropic's reset and retry-after's HTTP-date in the tables below.
 NOW = datetime(2026, 12, 3, 17, 39, 30, tzinfo=timezone.utc).timestamp()
