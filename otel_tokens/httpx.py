@@ -55,6 +55,10 @@ def _check_labels(labels: Mapping[str, str | None]) -> dict[str, str]:
     return checked
 
 
+#: The port a URL without one goes to.
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
 class _Base:
     def __init__(
         self,
@@ -116,6 +120,7 @@ class _Base:
             except Exception:  # a streamed upload not read yet: the model stays unknown
                 body = None
             query = url.query
+            port = url.port or _DEFAULT_PORTS.get(url.scheme)
             return recognise(
                 request.method,
                 url.host,
@@ -123,6 +128,7 @@ class _Base:
                 query=query.decode("ascii", "replace") if isinstance(query, bytes) else str(query),
                 headers=request.headers,
                 body=body,
+                port=port,
             )
         except Exception:
             return None
@@ -131,6 +137,8 @@ class _Base:
         fields: dict[str, Any] = {"provider": route.provider, **self._labels}
         if route.server_address:
             fields["server_address"] = route.server_address
+            if route.server_port is not None:
+                fields["server_port"] = route.server_port
         api_key = route.api_key
         extra = request.extensions.get(EXTENSION) if hasattr(request, "extensions") else None
         if isinstance(extra, Mapping):
@@ -197,7 +205,7 @@ def _text_key(value: object) -> str | None:
 def _failure_usage(route: Route, values: dict[str, Any]) -> Usage:
     """The `Usage` of a request that got no response (made on the consumer thread)."""
     model = route.request_model()
-    return Usage(model=model or UNKNOWN_MODEL, request_model=model,
+    return Usage(model=model or UNKNOWN_MODEL, request_model=model, operation=route.operation,
                  streamed=route.asked_to_stream(), **values)  # fmt: skip
 
 

@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(msg) from exc
 
 from otel_tokens._base import names as n
+from otel_tokens._core.conventions import LATEST, naming
 from otel_tokens._core.instruments import ALL
 from otel_tokens._core.tracker import TokenTracker
 
@@ -47,11 +48,13 @@ ALIASES = {
     "user_tier": n.USER_TIER,
     "error_type": n.ERROR_TYPE,
     "server_address": n.SERVER_ADDRESS,
+    "server_port": n.SERVER_PORT,
     "usage_problem": n.USAGE_PROBLEM,
     "api_key_id": n.API_KEY_ID,
     "reason": n.DROP_REASON,
 }
-_KNOWN = frozenset(spec.name for spec in ALL)
+#: Every name a tracker's instruments may have, under either choice of conventions.
+_KNOWN = frozenset(spec.name for spec in (*ALL, *naming(LATEST).instruments()))
 
 
 @dataclass(frozen=True)

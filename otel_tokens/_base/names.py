@@ -13,6 +13,8 @@ SCENARIO = "llm.scenario"
 USER_TIER = "llm.user.tier"
 ERROR_TYPE = "error.type"
 SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+SERVICE_TIER = "openai.response.service_tier"
 PROVIDER_UUID = "llm.provider.uuid"
 RULE_UUID = "llm.rule.uuid"
 API_KEY_ID = "llm.api_key.id"
@@ -20,7 +22,7 @@ USAGE_PROBLEM = "llm.usage.problem"
 DROP_REASON = "reason"
 
 #: Attributes a deployment must ask for, because each can have many values.
-OPT_IN_ATTRIBUTES = frozenset({PROVIDER_UUID, RULE_UUID, API_KEY_ID})
+OPT_IN_ATTRIBUTES = frozenset({PROVIDER_UUID, RULE_UUID, API_KEY_ID, SERVICE_TIER})
 
 #: The attribute the SDK itself puts on its overflow series; reused so that one query finds both.
 OVERFLOW = "otel.metric.overflow"

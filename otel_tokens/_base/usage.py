@@ -34,7 +34,10 @@ _OPTIONAL_LABELS = (
     "server_address",
     "api_key_id",
     "request_id",
+    "service_tier",
 )
+#: The largest TCP port.
+_MAX_PORT = 65_535
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,13 @@ class Usage:
     #: The request's own id (a gateway's request id, a provider's response id): a usage
     #: ledger counts a request id once, however often it is recorded. Never a metric label.
     request_id: str | None = None
+    # Fields added later come last, so that positional construction keeps its meaning.
+    #: Streaming only: the mean time between the response's chunks after the first one.
+    time_per_output_chunk_s: float | None = None
+    #: The upstream's port (`server.port`, which the conventions require beside the address).
+    server_port: int | None = None
+    #: The service tier the provider says served the request (OpenAI's `service_tier`).
+    service_tier: str | None = None
 
     def __post_init__(self) -> None:
         if self.request_model is None:
@@ -219,6 +229,12 @@ def _find_fault(usage: object) -> Fault | None:
         )
     if not isinstance(usage.streamed, bool):
         return Fault("bad_type", f"Usage.streamed must be a bool, got {shown(usage.streamed)}")
+    port = usage.server_port
+    if port is not None and not (_is_int(port) and 0 < port <= _MAX_PORT):
+        return Fault(
+            "bad_type",
+            f"Usage.server_port must be None or an int from 1 to 65535, got {shown(port)}",
+        )
     return _find_time_fault(usage)
 
 
@@ -231,7 +247,7 @@ def _find_time_fault(usage: Usage) -> Fault | None:
             f"got {shown(latency)}",
         )
     if ttft is None:
-        return None
+        return _find_chunk_fault(usage)
     if not _is_seconds(ttft):
         return Fault(
             "bad_time_to_first_token",
@@ -249,5 +265,24 @@ def _find_time_fault(usage: Usage) -> Fault | None:
             "bad_time_to_first_token",
             f"Usage.time_to_first_token_s ({shown(ttft)}) must not exceed latency_s "
             f"({shown(latency)})",
+        )
+    return _find_chunk_fault(usage)
+
+
+def _find_chunk_fault(usage: Usage) -> Fault | None:
+    per_chunk = usage.time_per_output_chunk_s
+    if per_chunk is None:
+        return None
+    if not _is_seconds(per_chunk):
+        return Fault(
+            "bad_time_per_output_chunk",
+            f"Usage.time_per_output_chunk_s must be a finite number of seconds from 0 to "
+            f"{MAX_SECONDS:g}, got {shown(per_chunk)}",
+        )
+    if not usage.streamed:
+        return Fault(
+            "bad_time_per_output_chunk",
+            f"Usage.time_per_output_chunk_s is {shown(per_chunk)} but streamed is False: "
+            "set streamed=True or drop it",
         )
     return None

@@ -53,11 +53,13 @@ _SHOWN_MODEL = 200
 
 @dataclass(frozen=True)
 class Histograms:
-    """The three synchronous instruments points are recorded on."""
+    """The synchronous instruments points are recorded on."""
 
-    token_usage: Histogram
+    input_tokens: Histogram  # the same instrument as output_tokens by default
+    output_tokens: Histogram
     duration: Histogram
     time_to_first_chunk: Histogram
+    time_per_output_chunk: Histogram
 
 
 #: What a request without cache tokens saved and paid extra: nothing.
@@ -165,15 +167,20 @@ class Aggregator:
                 cache = rates.cache_economics(usage)
         histograms = self._histograms
         if usage.input_tokens:
-            histograms.token_usage.record(usage.input_tokens, series.input_attributes, context)
+            histograms.input_tokens.record(usage.input_tokens, series.input_attributes, context)
         if usage.output_tokens:
-            histograms.token_usage.record(usage.output_tokens, series.output_attributes, context)
+            histograms.output_tokens.record(usage.output_tokens, series.output_attributes, context)
         if usage.latency_s is not None:
             histograms.duration.record(usage.latency_s, series.attributes, context)
-        if usage.streamed and usage.time_to_first_token_s is not None:
-            histograms.time_to_first_chunk.record(
-                usage.time_to_first_token_s, series.attributes, context
-            )
+        if usage.streamed:
+            if usage.time_to_first_token_s is not None:
+                histograms.time_to_first_chunk.record(
+                    usage.time_to_first_token_s, series.attributes, context
+                )
+            if usage.time_per_output_chunk_s is not None:
+                histograms.time_per_output_chunk.record(
+                    usage.time_per_output_chunk_s, series.attributes, context
+                )
 
         series.requests += 1
         series.input_tokens += usage.input_tokens
@@ -223,7 +230,12 @@ class Aggregator:
                 observations[0] = Observation(series.requests, {})
         return observations
 
-    def counter_observations(self, name: str) -> list[Observation]:
-        """The current total of counter `name` on every series that has one."""
+    def counter_observations(self, name: str, *, tokens: bool = False) -> list[Observation]:
+        """The current total of counter `name` on every series that has one, with the
+        series' attributes of token counts when `tokens` (the modality, where it has one)."""
         value, present = _COUNTER_VALUES[name]
+        if tokens:
+            return [
+                Observation(value(s), s.token_attributes) for s in self._table.all() if present(s)
+            ]
         return [Observation(value(s), s.attributes) for s in self._table.all() if present(s)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from opentelemetry.metrics import Observation
 
@@ -31,6 +31,7 @@ RECORD_REASONS = (
     "error_type_on_success",
     "bad_latency",
     "bad_time_to_first_token",
+    "bad_time_per_output_chunk",
     "invalid_event",
     "queue_full",
     "interrupted",
@@ -48,6 +49,15 @@ _MAX_NAME = 1024
 _Key = tuple[str, str | None, str | None]
 #: Turns a provider and a model (or None) into the attributes that name them.
 Labeller = Callable[[str, str | None], dict[str, str]]
+
+
+def ledger_drops(counts: Mapping[str, int]) -> Counter[str]:
+    """A ledger's drops as reasons of their own ("ledger_write_failed", ...), every one of
+    LEDGER_REASONS at 0 at least."""
+    named = Counter(dict.fromkeys(LEDGER_REASONS, 0))
+    for reason, count in counts.items():
+        named[reason if reason.startswith("ledger_") else f"ledger_{reason}"] += count
+    return named
 
 
 def _whose(usage: object) -> tuple[str | None, str | None]:

@@ -58,6 +58,14 @@ TIME_TO_FIRST_CHUNK = InstrumentSpec(
     "gen_ai_client_operation_time_to_first_chunk_seconds",
     DURATION_BUCKETS,
 )
+TIME_PER_OUTPUT_CHUNK = InstrumentSpec(
+    "gen_ai.client.operation.time_per_output_chunk",
+    "histogram",
+    "s",
+    "Mean time between the chunks of a streamed response after the first, one point per request.",
+    "gen_ai_client_operation_time_per_output_chunk_seconds",
+    DURATION_BUCKETS,
+)
 
 INPUT_TOKENS = InstrumentSpec(
     "llm.usage.input_tokens",
@@ -179,7 +187,7 @@ RATELIMIT_RESET = InstrumentSpec(
     "llm_ratelimit_reset_seconds",
 )
 
-HISTOGRAMS = (TOKEN_USAGE, OPERATION_DURATION, TIME_TO_FIRST_CHUNK)
+HISTOGRAMS = (TOKEN_USAGE, OPERATION_DURATION, TIME_TO_FIRST_CHUNK, TIME_PER_OUTPUT_CHUNK)
 USAGE_COUNTERS = (
     INPUT_TOKENS,
     OUTPUT_TOKENS,

@@ -16,6 +16,7 @@ from otel_tokens._base import names as n
 from otel_tokens._base.text import safe_label, safe_text
 from otel_tokens._base.usage import Usage
 from otel_tokens._base.warn import WarnOnce
+from otel_tokens._core.conventions import MODALITY, UNKNOWN_MODALITY
 
 #: error.type must look like a class of failure (`timeout`, `http_500`, `openai.RateLimitError`);
 #: anything else (a raw message, an address) would make a new series per failure.
@@ -46,13 +47,19 @@ class Series:
         "reasoning_tokens",
         "requests",
         "system_tokens",
+        "token_attributes",
         "unpriced_tokens",
     )
 
-    def __init__(self, attributes: Attributes) -> None:
+    def __init__(self, attributes: Attributes, latest: bool = False) -> None:
         self.attributes = attributes
-        self.input_attributes = {**attributes, n.TOKEN_TYPE: "input"}
-        self.output_attributes = {**attributes, n.TOKEN_TYPE: "output"}
+        if latest:  # one histogram per direction, and counters of tokens by modality
+            self.input_attributes = self.output_attributes = attributes
+            self.token_attributes = {**attributes, MODALITY: UNKNOWN_MODALITY}
+        else:
+            self.input_attributes = {**attributes, n.TOKEN_TYPE: "input"}
+            self.output_attributes = {**attributes, n.TOKEN_TYPE: "output"}
+            self.token_attributes = attributes
         self.input_tokens = 0
         self.output_tokens = 0
         self.cache_read_tokens = 0
@@ -77,11 +84,13 @@ class SeriesTable:
         opt_in: which of `_names.OPT_IN_ATTRIBUTES` to attach.
         fingerprint: turns an API key into its fingerprint (needed when `llm.api_key.id` is in).
         warn: the tracker's once-per-kind warner.
+        latest: name attributes as the GenAI conventions' main branch does (`conventions`).
     """
 
     def __init__(
         self,
         *,
+        latest: bool = False,
         max_series: int,
         max_label_length: int,
         models: frozenset[str] | None,
@@ -94,8 +103,10 @@ class SeriesTable:
         self._models = models
         self._with_provider_uuid = n.PROVIDER_UUID in opt_in
         self._with_rule_uuid = n.RULE_UUID in opt_in
+        self._with_service_tier = n.SERVICE_TIER in opt_in
         self._fingerprint = fingerprint if n.API_KEY_ID in opt_in else None
         self._warn = warn
+        self._latest = latest
         self._series: dict[tuple[tuple[str, Any], ...], Series] = {}
         # Raw label tuple → series, so the common case skips sanitising. Bounded separately,
         # since many raw tuples can share one series (cut labels, "other" models).
@@ -130,9 +141,11 @@ class SeriesTable:
             usage.scenario,
             usage.user_tier,
             usage.server_address,
+            usage.server_port,
             usage.usage_problem,
             usage.provider_uuid if self._with_provider_uuid else None,
             usage.rule_uuid if self._with_rule_uuid else None,
+            usage.service_tier if self._with_service_tier else None,
             usage.api_key if self._fingerprint is not None else None,
             usage.api_key_id if self._fingerprint is not None else None,
         )
@@ -150,7 +163,7 @@ class SeriesTable:
 
     def _admit(self, key: tuple[tuple[str, Any], ...], attributes: Attributes) -> Series:
         if len(self._series) < self._max_series:
-            series = self._series[key] = Series(attributes)
+            series = self._series[key] = Series(attributes, self._latest)
             return series
         self._warn(
             "series_overflow",
@@ -177,7 +190,7 @@ class SeriesTable:
             if series is not None:
                 return series
         labels = {} if group is None else {n.PROVIDER: provider, n.OPERATION: operation}
-        series = groups[group] = Series({n.OVERFLOW: True, **labels})
+        series = groups[group] = Series({n.OVERFLOW: True, **labels}, self._latest)
         return series
 
     def limit_attributes(self, usage: Usage) -> Attributes:
@@ -190,6 +203,8 @@ class SeriesTable:
         }
         if usage.server_address:
             attributes[n.SERVER_ADDRESS] = self._label(n.SERVER_ADDRESS, usage.server_address)
+            if usage.server_port is not None:
+                attributes[n.SERVER_PORT] = usage.server_port
         if self._fingerprint is not None and usage.api_key_id:
             attributes[n.API_KEY_ID] = self._label(n.API_KEY_ID, usage.api_key_id)
         return attributes
@@ -272,10 +287,13 @@ class SeriesTable:
             (n.USAGE_PROBLEM, usage.usage_problem),
             (n.PROVIDER_UUID, usage.provider_uuid if self._with_provider_uuid else None),
             (n.RULE_UUID, usage.rule_uuid if self._with_rule_uuid else None),
+            (n.SERVICE_TIER, usage.service_tier if self._with_service_tier else None),
         )
         for name, value in optional:
             if value:
                 attributes[name] = self._label(name, value)
+        if usage.server_address and usage.server_port is not None:
+            attributes[n.SERVER_PORT] = usage.server_port
         if self._fingerprint is not None:
             # A caller that fingerprinted the key itself (the HTTP transports) never held
             # the raw key in a Usage; its fingerprint came from this tracker's secret.

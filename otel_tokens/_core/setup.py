@@ -11,6 +11,7 @@ from opentelemetry.metrics import Histogram, Meter
 
 from otel_tokens._core import instruments as spec
 from otel_tokens._core.aggregator import Histograms
+from otel_tokens._core.conventions import Naming
 from otel_tokens._core.series import OVERFLOW_GROUPS
 from otel_tokens._pricing.table import PriceTable
 
@@ -78,7 +79,7 @@ def price_table(prices: object) -> PriceTable:
     raise ValueError(msg)
 
 
-def create_histograms(meter: Meter) -> Histograms:
+def create_histograms(meter: Meter, naming: Naming) -> Histograms:
     def create(instrument: spec.InstrumentSpec) -> Histogram:
         return meter.create_histogram(
             instrument.name,
@@ -87,8 +88,11 @@ def create_histograms(meter: Meter) -> Histograms:
             explicit_bucket_boundaries_advisory=list(instrument.buckets or ()),
         )
 
+    input_tokens = create(naming.input_tokens)
     return Histograms(
-        token_usage=create(spec.TOKEN_USAGE),
-        duration=create(spec.OPERATION_DURATION),
-        time_to_first_chunk=create(spec.TIME_TO_FIRST_CHUNK),
+        input_tokens=input_tokens,
+        output_tokens=create(naming.output_tokens) if naming.latest else input_tokens,
+        duration=create(naming.duration),
+        time_to_first_chunk=create(naming.time_to_first_chunk),
+        time_per_output_chunk=create(naming.time_per_output_chunk),
     )

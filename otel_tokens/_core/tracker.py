@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
@@ -20,8 +19,9 @@ from otel_tokens._base.usage import Usage
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._core import instruments as spec
 from otel_tokens._core.aggregator import Aggregator, Later, Queued
+from otel_tokens._core.conventions import MODALITY_COUNTERS, naming
 from otel_tokens._core.custom_meter import CustomMeter
-from otel_tokens._core.drops import LEDGER_REASONS, Drops
+from otel_tokens._core.drops import Drops, ledger_drops
 from otel_tokens._core.handoff import Handoff
 from otel_tokens._core.ratelimits import RateLimitBoard
 from otel_tokens._core.series import SeriesTable
@@ -73,6 +73,11 @@ class TokenTracker:
             `ledger_queue_full`, `ledger_write_failed`, ... The tracker and its ledger
             fingerprint keys with one secret: the tracker's, or else the ledger's (the one
             it was given, or the one it keeps).
+        conventions: "default" (the names backends know today) or
+            "gen_ai_latest_experimental" (the GenAI conventions' main branch:
+            `gen_ai.client.inference.*`, with `gen_ai.token.modality`); None reads
+            OTEL_SEMCONV_STABILITY_OPT_IN, where "gen_ai_latest_experimental" chooses the
+            latter.
         api_key_secret: the per-deployment secret of the API key fingerprint; defaults to the
             OTEL_TOKENS_API_KEY_SECRET environment variable. Needed for "llm.api_key.id",
             unless a ledger provides one.
@@ -101,7 +106,9 @@ class TokenTracker:
         opt_in_attributes: Iterable[str] = (),
         api_key_secret: bytes | str | None = None,
         ledger: UsageSink | None = None,
+        conventions: str | None = None,
     ) -> None:
+        chosen = naming(conventions)
         check_int("max_series", max_series, 1, MAX_SERIES, why=MAX_SERIES_WHY)
         check_int("max_label_length", max_label_length, 8, 1024)
         table = price_table(prices)
@@ -135,12 +142,13 @@ class TokenTracker:
         self._meter = meter
         self._custom_meters: dict[str, CustomMeter] = {}
         self._custom_lock = threading.Lock()
-        self._histograms = create_histograms(meter)
+        self._histograms = create_histograms(meter, chosen)
         self._prices = table
         self._fingerprint = fingerprint
 
         def new_table() -> SeriesTable:
             return SeriesTable(
+                latest=chosen.latest,
                 max_series=max_series,
                 max_label_length=max_label_length,
                 models=allowed,
@@ -160,13 +168,14 @@ class TokenTracker:
         self._snapshot: _Snapshot | None = None
         if ledger is not None:  # the ledger's flush() and close() write what is queued here
             ledger.add_source(self._handoff.drain)
-        for counter in (*spec.USAGE_COUNTERS, *spec.SELF_COUNTERS):
+        for known, counter in (*chosen.counters, *((c, c) for c in spec.SELF_COUNTERS)):
             meter.create_observable_counter(
                 counter.name,
-                callbacks=[self._callback(counter.name)],
+                callbacks=[self._callback(known.name)],
                 unit=counter.unit,
                 description=counter.description,
             )
+        self._modality = MODALITY_COUNTERS if chosen.latest else frozenset()
         for index, gauge in enumerate(spec.RATELIMIT_GAUGES):
             meter.create_observable_gauge(
                 gauge.name,
@@ -364,28 +373,16 @@ class TokenTracker:
         snapshot.served.add(name)
         return snapshot.observations[name]
 
-    def _ledger_drops(self) -> Counter[str] | None:
-        """The ledger's drops, as reasons of their own ("ledger_write_failed", ...), each at
-        0 at least."""
-        if self._ledger is None:
-            return None
-        counts = Counter(dict.fromkeys(LEDGER_REASONS, 0))
-        for reason, count in self._ledger.drops().items():
-            counts[_ledger_reason(reason)] += count
-        return counts
-
     def _take_snapshot(self) -> _Snapshot:
         aggregator = self._aggregator
         observations = {
-            c.name: aggregator.counter_observations(c.name) for c in spec.USAGE_COUNTERS
+            c.name: aggregator.counter_observations(c.name, tokens=c.name in self._modality)
+            for c in spec.USAGE_COUNTERS
         }
-        observations[spec.DROPPED.name] = self._drops.observations(self._ledger_drops())
+        ledger = None if self._ledger is None else ledger_drops(self._ledger.drops())
+        observations[spec.DROPPED.name] = self._drops.observations(ledger)
         observations[spec.OVERFLOWED.name] = aggregator.overflow_observations()
         return _Snapshot(observations)
-
-
-def _ledger_reason(reason: str) -> str:
-    return reason if reason.startswith("ledger_") else f"ledger_{reason}"
 
 
 class _Snapshot:

@@ -146,6 +146,10 @@ class ResponseMeter:
         self.later: list[bytes] | None = None
         #: The last `RING_CHUNKS` chunks, for a stream whose first chunks each ended an event.
         self.ring: deque[bytes] | None = None
+        #: Chunks of the body so far (the caller's loop counts the ones it keeps itself),
+        #: and how many there were when the first content arrived.
+        self.chunks = 0
+        self._chunks_at_first: int | None = None
         self._aligned = self._decoder is None  # every chunk so far ended an event
         self._usage_let_go = False  # the ring let chunks go, and no usage among the rest
         # A stream's `_unreadable` means reading its closing events failed: flagged too.
@@ -158,6 +162,7 @@ class ResponseMeter:
         """Look at one chunk on its way to the caller; never raises."""
         if self._done:
             return
+        self.chunks += 1
         if self.ring is not None:  # a caller that does not keep `ring` or `later` itself
             self.ring.append(chunk)
             return
@@ -167,6 +172,9 @@ class ResponseMeter:
             return
         with self._lock:
             self._look(chunk)
+            stream = self._stream
+            if self._chunks_at_first is None and stream is not None and stream.first_token_seen:
+                self._chunks_at_first = self.chunks
 
     def _look(self, chunk: bytes) -> None:
         if self._unreadable or self._read_all:
@@ -332,9 +340,11 @@ class ResponseMeter:
         if request_model is not None:
             fields["request_model"] = request_model
         if self._stream is not None:
+            at_first = self._chunks_at_first
             usage = self._stream.finish(
-                status=status, error_type=error_type, at=at, request_model=request_model
-            )
+                status=status, error_type=error_type, at=at, request_model=request_model,
+                chunks=0 if at_first is None else self.chunks - at_first,
+            )  # fmt: skip
             if (self._unreadable or self._usage_let_go) and usage.usage_problem is None:
                 seen = usage.input_tokens or usage.output_tokens
                 return _with_problem(usage, "partial" if seen else "missing")

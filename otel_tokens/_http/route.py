@@ -18,6 +18,8 @@ from urllib.parse import unquote
 _PROVIDER_BY_HOST = (
     ("api.openai.com", "openai"),
     (".openai.azure.com", "azure.ai.openai"),
+    (".services.ai.azure.com", "azure.ai.inference"),
+    (".inference.ai.azure.com", "azure.ai.inference"),
     ("api.anthropic.com", "anthropic"),
     ("generativelanguage.googleapis.com", "gcp.gemini"),
     ("aiplatform.googleapis.com", "gcp.vertex_ai"),
@@ -27,6 +29,11 @@ _PROVIDER_BY_HOST = (
     ("api.mistral.ai", "mistral_ai"),
     ("api.x.ai", "x_ai"),
     ("api.perplexity.ai", "perplexity"),
+    ("api.moonshot.ai", "moonshot_ai"),
+    ("api.moonshot.cn", "moonshot_ai"),
+    ("api.cohere.com", "cohere"),
+    ("api.cohere.ai", "cohere"),
+    (".ml.cloud.ibm.com", "ibm.watsonx.ai"),
 )
 #: What a server on an unknown host (vLLM, a local proxy) is called: its wire format's owner.
 _PROVIDER_BY_WIRE = {
@@ -53,6 +60,8 @@ class Route:
     #: The model named in the path (Gemini, Bedrock, an Azure deployment), if any.
     path_model: str | None
     server_address: str | None
+    #: The upstream's port: the URL's, or its scheme's default.
+    server_port: int | None
     #: A secret: never in the repr (the transport hands on only its fingerprint).
     api_key: str | None = field(repr=False)
     #: The response is a stream this package cannot read (Bedrock's binary event stream).
@@ -63,6 +72,8 @@ class Route:
     #: The path says the response streams (Gemini's streamGenerateContent, Bedrock's
     #: converse-stream); OpenAI and Anthropic say so in the body.
     stream_path: bool = False
+    #: `gen_ai.operation.name` as the path says it (the response may say more precisely).
+    operation: str = "chat"
 
     def asked_to_stream(self) -> bool:
         """Whether the request asked for a streamed response (off the request path too:
@@ -97,6 +108,7 @@ def recognise(
     query: str,
     headers: Mapping[str, str],
     body: bytes | None,
+    port: int | None = None,
 ) -> Route | None:
     """The route of a request, or None when it is not an LLM call we meter."""
     if method != "POST":
@@ -112,11 +124,27 @@ def recognise(
         provider=_provider(host, wire),
         path_model=model,
         server_address=host or None,
+        server_port=port if host else None,
         api_key=_api_key(headers, query),
         unreadable_stream=unreadable,
         body=body or None,
         stream_path=path.rstrip("/").endswith((":streamGenerateContent", "/converse-stream")),
+        operation=_operation(wire, path),
     )
+
+
+def _operation(wire: str, path: str) -> str:
+    """The conventions' operation name for an endpoint."""
+    path = path.rstrip("/")
+    if wire == "gemini":
+        return "generate_content"
+    if path.endswith("/embeddings"):
+        return "embeddings"
+    if path.endswith("/completions") and not path.endswith("/chat/completions"):
+        return "text_completion"
+    if wire == "anthropic" and path.endswith("/complete"):
+        return "text_completion"
+    return "chat"
 
 
 def _wire(path: str, headers: Mapping[str, str]) -> tuple[str | None, str | None, bool]:

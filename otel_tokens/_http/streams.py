@@ -48,11 +48,13 @@ class SyncStream:
                 keep = ring.append
                 for chunk in chunks:
                     keep(chunk)
+                    meter.chunks += 1
                     yield chunk
             elif later is not None:  # the rest of a long stream: kept and read many at a time
                 keep, size = later.append, 0
                 for chunk in chunks:
                     keep(chunk)
+                    meter.chunks += 1
                     yield chunk
                     size += len(chunk)
                     if size >= LATER_BYTES:
@@ -92,11 +94,13 @@ class AsyncStream:
                 keep = ring.append
                 async for chunk in chunks:
                     keep(chunk)
+                    meter.chunks += 1
                     yield chunk
             elif later is not None:
                 keep, size = later.append, 0
                 async for chunk in chunks:
                     keep(chunk)
+                    meter.chunks += 1
                     yield chunk
                     size += len(chunk)
                     if size >= LATER_BYTES:

@@ -52,6 +52,14 @@ def _usage_of(response: object) -> object:
     return get(response, "usage")
 
 
+def _read_response(response: object, counts: Counts) -> None:
+    """The usage block, and the service tier beside it."""
+    counts.saw_service_tier(response)
+    usage = _usage_of(response)
+    if usage is not None:
+        read_usage(usage, counts)
+
+
 def _model_of(response: object) -> str | None:
     return text(response, "model")
 
@@ -76,6 +84,6 @@ def from_openai(response: object, **fields: Unpack[UsageFields]) -> Usage:
         1024
     """
     return normalize(
-        response, fields, provider="openai", usage_of=_usage_of, read_usage=read_usage,
+        response, fields, provider="openai", usage_of=lambda r: r, read_usage=_read_response,
         model_of=_model_of, operation=operation_of,
     )  # fmt: skip

@@ -30,6 +30,7 @@ class UsageFields(TypedDict, total=False):
     error_type: str | None
     latency_s: float | None
     time_to_first_token_s: float | None
+    time_per_output_chunk_s: float | None
     streamed: bool
     scenario: str | None
     user_tier: str | None
@@ -38,6 +39,8 @@ class UsageFields(TypedDict, total=False):
     api_key: str | None
     api_key_id: str | None
     server_address: str | None
+    server_port: int | None
+    service_tier: str | None
 
 
 def get(obj: object, *names: str) -> Any:
@@ -90,6 +93,14 @@ class Counts:
     #: True once any usage block was seen; False means the response had none.
     seen: bool = False
     notes: list[str] = field(default_factory=list)
+    #: The service tier the response says served it (OpenAI's `service_tier`), if any.
+    service_tier: str | None = None
+
+    def saw_service_tier(self, obj: object) -> None:
+        """Keep `obj`'s `service_tier`, when it has one as text."""
+        tier = text(obj, "service_tier")
+        if tier:
+            self.service_tier = tier
 
     def count(self, obj: object, *names: str) -> int:
         """A count field of `obj`: 0 when absent, 0 and `malformed` when not a whole number."""
@@ -156,6 +167,8 @@ def build(
         "reasoning_tokens": counts.reasoning,
         "usage_problem": problem,
     }
+    if counts.service_tier is not None:
+        merged["service_tier"] = counts.service_tier
     merged.update(fields)
     return Usage(**merged)
 

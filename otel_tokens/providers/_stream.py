@@ -41,6 +41,7 @@ class StreamAccumulator:
     def __init__(self, *, started: float | None = None, **fields: Unpack[UsageFields]) -> None:
         self._started = time.perf_counter() if started is None else started
         self._first: float | None = None
+        self._after_first = 0  # events fed after the first content
         self._fields = fields
         self._counts = Counts()
         self._final = False
@@ -69,6 +70,11 @@ class StreamAccumulator:
         """Whether the event with the response's final usage has been seen."""
         return self._final
 
+    @property
+    def first_token_seen(self) -> bool:
+        """Whether the first content has arrived."""
+        return self._first is not None
+
     def first_token(self) -> None:
         """Mark the first content now, for events this class cannot recognise as content."""
         if self._first is None:
@@ -76,6 +82,8 @@ class StreamAccumulator:
 
     def feed(self, event: object) -> None:
         """Fold one event: a parsed-JSON dict or the provider SDK's event object."""
+        if self._first is not None:
+            self._after_first += 1
         try:
             self._feed(event)
         except Exception:
@@ -83,6 +91,8 @@ class StreamAccumulator:
 
     def feed_sse(self, event: str | None, data: bytes) -> None:
         """Fold one raw server-sent event (its `event:` name, if any, and its `data:`)."""
+        if self._first is not None:
+            self._after_first += 1
         try:
             self._feed_sse(event, data)
         except Exception:
@@ -95,8 +105,10 @@ class StreamAccumulator:
         error_type: str | None = None,
         at: float | None = None,
         request_model: str | None = None,
+        chunks: int | None = None,
     ) -> Usage:
-        """The `Usage` of the stream so far, with its latency and time to first token.
+        """The `Usage` of the stream so far, with its latency, time to first token and mean
+        time per output chunk.
 
         Args:
             status: `success` when the stream ended, `canceled` when the caller stopped
@@ -105,6 +117,8 @@ class StreamAccumulator:
             error_type: the class of failure, for `error`.
             at: `time.perf_counter()` when the stream ended; defaults to now.
             request_model: the model the request asked for, when known only now.
+            chunks: how many chunks came after the one with the first content; defaults to
+                the events fed after it (a reader that skips events knows better).
         """
         if status == "success" and self._error_type is not None:
             status, error_type = "error", self._error_type  # the stream said it failed
@@ -114,6 +128,9 @@ class StreamAccumulator:
         fields: UsageFields = {"streamed": True, "latency_s": latency, "status": status}
         if ttft is not None:
             fields["time_to_first_token_s"] = ttft
+            after = self._after_first if chunks is None else chunks
+            if after > 0:
+                fields["time_per_output_chunk_s"] = (latency - ttft) / after
         if error_type is not None:
             fields["error_type"] = error_type
         fields.update(self._fields)
@@ -174,6 +191,7 @@ class OpenAIStream(StreamAccumulator):
             self._saw_error(error)
             return
         self._saw_model(event, "model")
+        self._counts.saw_service_tier(event)
         if self._first is None:
             for choice in get(event, "choices") or ():
                 delta = get(choice, "delta")
@@ -195,6 +213,7 @@ class OpenAIStream(StreamAccumulator):
         if response is None:
             return
         self._saw_model(response, "model")
+        self._counts.saw_service_tier(response)
         usage = get(response, "usage")
         if usage is not None:
             _openai.read_usage(usage, self._counts)

@@ -92,9 +92,20 @@ class _Handler(BaseHTTPRequestHandler):
             return "gemini_generate.json"
         return None
 
+    def _reply_headers(self) -> None:
+        """The headers the request asked to get back (`x-test-reply-headers`, a JSON object):
+        how tests make the server send rate-limit headers."""
+        asked = self.headers.get("x-test-reply-headers")
+        for name, value in (json.loads(asked) if asked else {}).items():
+            try:
+                self.send_header(name, value)
+            except UnicodeEncodeError:  # as a server that sends UTF-8 bytes would
+                self._headers_buffer.append(f"{name}: {value}\r\n".encode())
+
     def _json(self, status: int, obj: Any, *, gzipped: bool = False) -> None:
         data = json.dumps(obj).encode()
         self.send_response(status)
+        self._reply_headers()
         self.send_header("content-type", "application/json")
         if gzipped:
             data = gzip.compress(data)
@@ -108,6 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not include_usage:
             events = [e for e in events if b'"usage":{' not in e]
         self.send_response(200)
+        self._reply_headers()
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
         if "drop" in behavior:

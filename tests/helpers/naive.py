@@ -38,6 +38,8 @@ def contract_attributes(usage: Usage) -> dict[str, Any]:
     ):
         if value:
             attributes[name] = value
+    if usage.server_address and usage.server_port is not None:
+        attributes["server.port"] = usage.server_port
     return attributes
 
 
@@ -104,4 +106,8 @@ class NaiveRecorder:
         if usage.streamed and usage.time_to_first_token_s is not None:
             self._histograms[spec.TIME_TO_FIRST_CHUNK.name].record(
                 usage.time_to_first_token_s, attributes
+            )
+        if usage.streamed and usage.time_per_output_chunk_s is not None:
+            self._histograms[spec.TIME_PER_OUTPUT_CHUNK.name].record(
+                usage.time_per_output_chunk_s, attributes
             )

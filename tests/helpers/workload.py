@@ -66,6 +66,7 @@ def mixed_usages(count: int, seed: int = 7) -> list[Usage]:
                 time_to_first_token_s=round(latency * rng.uniform(0.05, 0.5), 3)
                 if streamed
                 else None,
+                time_per_output_chunk_s=round(rng.uniform(0.005, 0.08), 4) if streamed else None,
                 streamed=streamed,
                 scenario=SCENARIOS[provider],
                 user_tier=rng.choice(["free", "pro", "enterprise"]),

@@ -13,12 +13,15 @@ from collections.abc import Iterator
 import pytest
 
 from otel_tokens import PriceTable, Telemetry, Usage, configure
+from otel_tokens._base.ratelimit import RateLimits, Reading
+from otel_tokens._core import conventions as conventions_module
 from otel_tokens._core import instruments as spec
 from tests.helpers.otlp_receiver import GrpcReceiver, HttpReceiver
 
 USAGE = Usage(
     provider="openai", model="gpt-4o-mini", input_tokens=1200, output_tokens=300,
     cache_read_tokens=1000, latency_s=1.8, time_to_first_token_s=0.4, streamed=True,
+    time_per_output_chunk_s=0.02,
 )  # fmt: skip
 ATTRS = {
     "gen_ai.provider.name": "openai",
@@ -67,21 +70,24 @@ def _sample(text: str, name: str, **labels: str) -> float:
     return matches[0]
 
 
+@pytest.mark.parametrize("conventions", conventions_module.CHOICES)
 def test_prometheus_endpoint_serves_every_metric_under_its_documented_name(
-    telemetries: list[Telemetry],
+    telemetries: list[Telemetry], conventions: str
 ) -> None:
     telemetry = configure(exporters="prometheus", prometheus_port=0)
     telemetries.append(telemetry)
     assert telemetry.prometheus_url is not None
     assert telemetry.prometheus_url.startswith("http://127.0.0.1:")
-    tracker = telemetry.tracker()
+    tracker = telemetry.tracker(conventions=conventions)
     tracker.record(USAGE)
-    tracker.record(Usage(provider="x", model="y", input_tokens=-1))  # makes the drop metric exist
     tracker.record(Usage(provider="x", model="model-without-a-price", input_tokens=7))
+    limits = RateLimits((Reading("tokens", 30_000, 2_500, 360.0),), None)
+    tracker._rate_limits(USAGE, limits)  # what a transport reads from a response's headers
     text = _scrape(telemetry.prometheus_url)
 
     samples = {line.split("{", 1)[0] for line in text.splitlines() if not line.startswith("#")}
-    for instrument in spec.ALL:
+    chosen = conventions_module.naming(conventions)
+    for instrument in chosen.instruments():
         if instrument.kind == "histogram":
             for suffix in ("_bucket", "_sum", "_count"):
                 assert instrument.prometheus + suffix in samples, instrument.name
@@ -92,6 +98,10 @@ def test_prometheus_endpoint_serves_every_metric_under_its_documented_name(
         "llm_streaming": "true",
         "llm_status": "success",
     }
+    assert _sample(text, "llm_ratelimit_remaining", llm_ratelimit_kind="tokens") == 2500
+    assert _sample(text, "otel_tokens_records_dropped_total", reason="queue_full") == 0
+    if conventions != "default":
+        return  # the values under the other names: tests/unit/test_conventions_switch.py
     assert _sample(text, "llm_usage_input_tokens_total", **labels) == 1200
     assert _sample(text, "llm_usage_cache_read_input_tokens_total", **labels) == 1000
     bundled_cost = PriceTable.bundled().cost_usd(USAGE)
@@ -109,7 +119,6 @@ def test_prometheus_endpoint_serves_every_metric_under_its_documented_name(
     )
     assert _sample(text, "gen_ai_client_operation_duration_seconds_count", **labels) == 1
     assert _sample(text, "gen_ai_client_operation_time_to_first_chunk_seconds_sum", **labels) == 0.4
-    assert _sample(text, "otel_tokens_records_dropped_total", reason="negative_tokens") == 1
     assert 'service_instance_id="' + telemetry.service_instance_id in text  # target_info
 
 

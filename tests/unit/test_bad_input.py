@@ -48,6 +48,22 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"model": None}, "bad_label", "model must be a non-empty str, got None"),
     ({"scenario": 42}, "bad_label", "scenario must be a str or None, got 42"),
     ({"user_tier": ["pro"]}, "bad_label", "user_tier must be a str or None"),
+    ({"service_tier": 3}, "bad_label", "service_tier must be a str or None, got 3"),
+    ({"server_port": 0}, "bad_type", "server_port must be None or an int from 1 to 65535, got 0"),
+    ({"server_port": 70_000}, "bad_type", "got 70000"),
+    ({"server_port": "443"}, "bad_type", "got '443'"),
+    ({"server_port": True}, "bad_type", "got True"),
+    ({"time_per_output_chunk_s": 0.01}, "bad_time_per_output_chunk", "streamed is False"),
+    (
+        {"time_per_output_chunk_s": -1.0, "streamed": True},
+        "bad_time_per_output_chunk",
+        "got -1.0",
+    ),
+    (
+        {"time_per_output_chunk_s": math.inf, "streamed": True},
+        "bad_time_per_output_chunk",
+        "got inf",
+    ),
 ]
 
 

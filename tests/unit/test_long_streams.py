@@ -52,7 +52,7 @@ def meter_for(name: str, made: list[Usage], *, encoding: str = "") -> ResponseMe
     wire = wire_of(name)
     in_path = wire == "gemini"  # Gemini names the model in the path, the others in the body
     route = Route(wire=wire, provider=wire, path_model="asked" if in_path else None,
-                  server_address=None, api_key=None,
+                  server_address=None, server_port=None, api_key=None,
                   body=None if in_path else b'{"model": "asked"}')  # fmt: skip
     return ResponseMeter(
         lambda make: made.append(make()), route=route, started=time.perf_counter(),

@@ -35,7 +35,8 @@ def test_usage_has_exactly_the_contract_fields() -> None:
         "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens",
         "system_tokens", "status", "error_type", "latency_s", "time_to_first_token_s", "streamed",
         "scenario", "user_tier", "provider_uuid", "rule_uuid", "api_key", "api_key_id",
-        "server_address", "usage_problem", "request_id",
+        "server_address", "usage_problem", "request_id", "time_per_output_chunk_s", "server_port",
+        "service_tier",
     ]  # fmt: skip
 
 

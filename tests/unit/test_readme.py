@@ -15,9 +15,27 @@ def _commands() -> list[str]:
     return re.findall(r"```sh\n(.*?)\n```", README, flags=re.S)
 
 
+def _section(heading: str) -> str:
+    return README.split(heading + "\n", 1)[1].split("\n#", 1)[0]
+
+
 def test_metric_table_lists_every_instrument_as_the_code_defines_it() -> None:
-    rows = re.findall(r"^\| `([a-z_.]+)` \| (\w+) \| `([^`]+)` \| `(\w+)` \|$", README, re.M)
-    assert rows == [(i.name, i.kind, i.unit, i.prometheus) for i in spec.ALL]
+    section = _section("## Metrics")
+    rows = re.findall(
+        r"^\| `([a-z_.]+)` \| (\w+) \| `([^`]+)` \| `(\w+)` \| (.+) \|$", section, re.M
+    )
+    assert [row[:4] for row in rows] == [(i.name, i.kind, i.unit, i.prometheus) for i in spec.ALL]
+    own = {row[0] for row in rows if row[4].startswith("the package's own")}
+    assert own == {i.name for i in spec.ALL if not i.name.startswith("gen_ai.")}
+
+
+def test_latest_names_table_lists_what_the_switch_renames() -> None:
+    from otel_tokens._core.conventions import LATEST, naming
+
+    section = _section("### The conventions' newest names, behind one switch")
+    rows = re.findall(r"^\| `([a-z_.]+)` \| (\w+) \| `([^`]+)` \| `(\w+)` \|$", section, re.M)
+    renamed = [i for i in naming(LATEST).instruments() if i not in spec.ALL]
+    assert rows == [(i.name, i.kind, i.unit, i.prometheus) for i in renamed]
 
 
 def test_first_command_installs_and_runs_the_demo_and_second_runs_the_tests() -> None:
