@@ -26,6 +26,7 @@ import yaml
 
 import otel_tokens
 from otel_tokens import ModelPrice, PriceTable, TokenTracker, Usage, configure
+from otel_tokens._base.ratelimit import RateLimits, Reading
 from otel_tokens._core import instruments as spec
 from otel_tokens._core.drops import RECORD_REASONS
 from tests.helpers.prometheus_server import WAIT_S, Prometheus, has_data, start_prometheus, stop
@@ -50,8 +51,10 @@ USAGE_METRICS = frozenset(
     [c.prometheus for c in spec.USAGE_COUNTERS]
     + [h.prometheus + suffix for h in spec.HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")]
 )
-#: The package's own health: no provider, model, scenario or tier labels to filter on.
+#: The package's own health: not filtered (the provider is there only where a record named one).
 SELF_METRICS = frozenset(c.prometheus for c in spec.SELF_COUNTERS)
+#: Rate-limit headroom: a provider and the model asked for, but no scenario or tier.
+RATELIMIT_METRICS = frozenset(g.prometheus for g in spec.RATELIMIT_GAUGES)
 
 #: What Grafana puts in for its own variables when the test evaluates a query. Windows are
 #: wide enough to hold every sample of the run, so rates compare the two recorded phases.
@@ -221,6 +224,11 @@ def test_dashboard_covers_what_the_issue_asks_for() -> None:
     shown("Unpriced tokens per second by model", spec.UNPRICED_TOKENS.prometheus)
     shown("Records dropped by reason", spec.DROPPED.prometheus)
     shown("Series overflow", spec.OVERFLOWED.prometheus)
+    shown("Cache savings per hour by model", spec.CACHE_SAVINGS.prometheus,
+          spec.CACHE_WRITE_PREMIUM.prometheus)  # fmt: skip
+    shown(
+        "Rate-limit headroom", spec.RATELIMIT_REMAINING.prometheus, spec.RATELIMIT_LIMIT.prometheus
+    )
     for what in ("models", "providers"):
         shown(f"Top {what} by tokens", spec.INPUT_TOKENS.prometheus, spec.OUTPUT_TOKENS.prometheus)
         shown(f"Top {what} by cost", spec.COST.prometheus)
@@ -237,7 +245,7 @@ def _panel_targets() -> dict[str, list[dict[str, Any]]]:
 
 def test_dashboard_queries_name_only_the_packages_metrics_and_honour_the_variables() -> None:
     dashboard = _dashboard()
-    allowed = USAGE_METRICS | SELF_METRICS | _recorded_names()
+    allowed = USAGE_METRICS | SELF_METRICS | RATELIMIT_METRICS | _recorded_names()
     for title, target in _targets(dashboard):
         selectors = _selectors(target["expr"])
         assert selectors, (title, target["expr"])
@@ -246,6 +254,8 @@ def test_dashboard_queries_name_only_the_packages_metrics_and_honour_the_variabl
             if name in SELF_METRICS:
                 # No such labels on the package's own metrics: a chosen value would empty them.
                 assert not set(matchers) & set(FILTER), (title, name)
+            elif name in RATELIMIT_METRICS:
+                assert matchers == {"gen_ai_provider_name": ("=~", "$provider")}, (title, name)
             elif name in USAGE_METRICS:
                 for label, variable in FILTER.items():
                     assert matchers.get(label) == ("=~", f"${variable}"), (title, name, label)
@@ -262,7 +272,7 @@ def test_dashboard_queries_name_only_the_packages_metrics_and_honour_the_variabl
 
 def test_rules_name_only_the_packages_metrics_and_are_complete() -> None:
     rules = _rules()
-    allowed = USAGE_METRICS | SELF_METRICS | _recorded_names()
+    allowed = USAGE_METRICS | SELF_METRICS | RATELIMIT_METRICS | _recorded_names()
     records = [rule for rule in rules if "record" in rule]
     alerts = [rule for rule in rules if "alert" in rule]
     assert {"llm:tokens:rate5m", "llm:cost_usd:rate1h", "llm:requests:error_ratio5m"} <= {
@@ -270,6 +280,7 @@ def test_rules_name_only_the_packages_metrics_and_are_complete() -> None:
     }
     assert {a["alert"] for a in alerts} >= {
         "LLMErrorRatioHigh", "LLMCostBurnHigh", "LLMUnpricedTokens", "OtelTokensRecordsDropped",
+        "LLMRateLimitHeadroomLow",
     }  # fmt: skip
     for rule in rules:
         for name, _ in _selectors(rule["expr"]):
@@ -372,6 +383,11 @@ def _workload() -> list[Usage]:
             status="error", error_type="http_500", latency_s=1.5, scenario="claude_code",
             user_tier="enterprise",
         ),
+        Usage(  # a prompt written to the cache and never read: its writes cost, unrepaid
+            provider="anthropic", model="claude-opus-4-1", input_tokens=20_000,
+            cache_write_tokens=10_000, output_tokens=100, latency_s=4.0, scenario="claude_code",
+            user_tier="enterprise",
+        ),
         Usage(  # failed, nobody said how: error.type "_OTHER"
             provider="anthropic", model="claude-opus-4-1", input_tokens=300, status="error",
             latency_s=0.2, scenario="claude_code", user_tier="enterprise",
@@ -407,6 +423,32 @@ PROBE = Usage(
 #: Invalid (negative tokens): dropped and counted.
 INVALID = Usage(provider="openai", model="gpt-4o-mini", input_tokens=-1)
 PHASES = 2
+
+
+#: What the providers' last response headers said: OpenAI's token limit for gpt-4o-mini is
+#: down to 6% (the headroom alert fires), its request limit and Anthropic's are healthy.
+RATE_LIMITS = [
+    (
+        Usage(provider="openai", model="gpt-4o-mini", server_address="api.openai.com"),
+        RateLimits((Reading("requests", 500, 480, 0.1), Reading("tokens", 200_000, 12_000, 3000)),
+                   None),
+    ),
+    (
+        Usage(provider="anthropic", model="claude-sonnet-4-5", server_address="api.anthropic.com"),
+        RateLimits((Reading("requests", 50, 40, 2000),), None),
+    ),
+]  # fmt: skip
+
+#: Cache savings less write premium per model over the whole run (two phases), by hand:
+#: claude-sonnet-4-5 ($3 input, $0.30 read, $3.75 write): 7 reads of 6,000 save
+#: 42,000 x 2.70 / 1e6 = 0.1134, 6 writes of 1,500 cost 9,000 x 0.75 / 1e6 = 0.00675 extra;
+#: gpt-4o-mini ($0.15, $0.075 read): 27 reads of 1,000 save 27,000 x 0.075 / 1e6 = 0.002025;
+#: claude-opus-4-1 ($15, $18.75 write): 10,000 written, never read, cost 0.0375 extra.
+CACHE_NET_USD = {
+    "claude-sonnet-4-5": 2 * (0.1134 - 0.00675),
+    "gpt-4o-mini": 2 * 0.002025,
+    "claude-opus-4-1": -2 * 0.0375,
+}
 
 
 def _series_key(usage: Usage) -> tuple[object, ...]:
@@ -471,6 +513,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     try:
         tracker = telemetry.tracker(prices=PRICES, max_series=MAX_SERIES)
         _record_phase(tracker)
+        for usage, limits in RATE_LIMITS:  # as MeteredTransport hands them on from headers
+            tracker._rate_limits(usage, limits)
         server = start_prometheus(
             binary,
             str(telemetry.prometheus_url),
@@ -598,6 +642,12 @@ def test_prometheus_holds_exactly_what_was_recorded(prometheus: Prometheus) -> N
     cost = sum(Decimal(PRICES.cost_pico(u) or 0) for u, _ in _recorded()) / 10**12
     assert cost > 270  # two opus batches
     assert q("sum(llm_usage_cost_USD_total)") == pytest.approx(float(cost), rel=1e-12, abs=0)
+    net = prometheus.values(
+        "sum by (gen_ai_response_model) (llm_usage_cache_savings_USD_total)"
+        " - sum by (gen_ai_response_model) (llm_usage_cache_write_premium_USD_total)"
+    )
+    by_model = {dict(k)["gen_ai_response_model"]: v for k, v in net.items() if v}
+    assert by_model == pytest.approx(CACHE_NET_USD, rel=1e-12)  # the hand-computed figures
     by_status = prometheus.values("sum by (llm_status) (llm_requests_total)")
     assert {dict(k).get("llm_status", ""): v for k, v in by_status.items()} == _by(
         lambda u: u.status, lambda u: True
@@ -683,7 +733,27 @@ def test_dashboard_panels_show_the_workloads_values(prometheus: Prometheus) -> N
     assert statuses == {"success", "error", "canceled", ""}  # "": the overflow series
     failures = {dict(k)["error_type"] for k in panel("Failed requests per second by error type")}
     assert failures == {"rate_limited", "http_500", "_OTHER", "timeout", "client_closed"}
-    assert {dict(k)["reason"] for k in panel("Records dropped by reason")} == {"negative_tokens"}
+    dropped = panel("Records dropped by reason")
+    assert {dict(k)["reason"] for k, rate in dropped.items() if rate > 0} == {"negative_tokens"}
+    assert {dict(k)["reason"] for k in dropped} >= set(RECORD_REASONS)  # at 0 but one
+    headroom = {
+        (dict(k)["gen_ai_request_model"], dict(k)["llm_ratelimit_kind"]): v
+        for k, v in panel("Rate-limit headroom").items()
+    }
+    assert headroom == {
+        ("gpt-4o-mini", "requests"): 1.0,  # 480 of 500, but reset 0.1 s later: whole again
+        ("gpt-4o-mini", "tokens"): pytest.approx(12_000 / 200_000),
+        ("claude-sonnet-4-5", "requests"): pytest.approx(40 / 50),
+    }
+    savings = {dict(k).get("gen_ai_response_model", ""): v
+               for k, v in panel("Cache savings per hour by model").items()}  # fmt: skip
+    assert set(savings) == {"gpt-4o-mini", "o3", "claude-sonnet-4-5", "claude-opus-4-1",
+                            "gemini-2.5-pro", ""}  # fmt: skip  # "": the overflow series
+    assert savings["claude-opus-4-1"] < 0 < savings["gpt-4o-mini"] < savings["claude-sonnet-4-5"]
+    # Rates over one window: their ratio is the hand-computed ratio of the totals.
+    assert savings["claude-sonnet-4-5"] / savings["gpt-4o-mini"] == pytest.approx(
+        CACHE_NET_USD["claude-sonnet-4-5"] / CACHE_NET_USD["gpt-4o-mini"]
+    )
 
 
 @pytest.mark.slow
@@ -725,10 +795,16 @@ def test_recording_rules_write_their_series(prometheus: Prometheus) -> None:
         key = (("gen_ai_provider_name", usage.provider), ("gen_ai_response_model", usage.model))
         failed, total = expected.get(key, (0, 0))
         expected[key] = (failed + (usage.status == "error"), total + 1)
-    overflow = ratios.pop((), None)  # the probe's series has neither label
+    # The probe's overflow series keeps its provider, not its model.
+    overflow = ratios.pop((("gen_ai_provider_name", "openai"),), None)
     assert overflow == 0
     assert ratios == pytest.approx({k: failed / total for k, (failed, total) in expected.items()})
     assert 3600 * next(iter(recorded("sum(llm:cost_usd:rate1h)").values())) > 50
+    worth = {dict(k).get("gen_ai_response_model", ""): v
+             for k, v in recorded("llm:cache_savings_usd:rate1h").items()}  # fmt: skip
+    assert worth["claude-opus-4-1"] < 0 < worth["gpt-4o-mini"]  # writes that never paid off
+    headroom = recorded('llm:ratelimit_headroom:ratio{llm_ratelimit_kind="tokens"}')
+    assert list(headroom.values()) == [pytest.approx(0.06)]
 
 
 @pytest.mark.slow
@@ -739,8 +815,9 @@ def test_alerts_fire_for_the_workload(prometheus: Prometheus) -> None:
         # than 20 requests, which is too little traffic to alert on.
         ("LLMErrorRatioHigh", "openai", "gpt-4o-mini", ""),
         ("LLMCostBurnHigh", "", "", ""),
-        ("OtelTokensRecordsDropped", "", "", "negative_tokens"),
-        ("OtelTokensSeriesOverflow", "", "", ""),
+        ("OtelTokensRecordsDropped", "openai", "", "negative_tokens"),
+        ("OtelTokensSeriesOverflow", "openai", "", ""),
+        ("LLMRateLimitHeadroomLow", "openai", "gpt-4o-mini", ""),  # 6% of its token limit left
     }
 
     def active() -> set[tuple[str, str, str, str]]:
@@ -748,7 +825,8 @@ def test_alerts_fire_for_the_workload(prometheus: Prometheus) -> None:
             (
                 a["labels"]["alertname"],
                 a["labels"].get("gen_ai_provider_name", ""),
-                a["labels"].get("gen_ai_response_model", ""),
+                a["labels"].get("gen_ai_response_model")
+                or a["labels"].get("gen_ai_request_model", ""),
                 a["labels"].get("reason", ""),
             )
             for a in prometheus.get("/api/v1/alerts")["alerts"]
