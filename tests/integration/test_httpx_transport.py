@@ -383,3 +383,26 @@ def test_a_streamed_request_that_fails_before_streaming_is_still_streamed(
                                         messages=messages, extra_headers=headers))  # type: ignore[arg-type]  # fmt: skip
     assert metrics.value("llm.requests", status="error", streaming=True) == 1
     assert metrics.value("llm.requests") == 1
+
+
+def test_cache_economics_of_real_sdk_responses_match_the_hand_computed_figures(
+    server: FakeProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The payloads' cache tokens at the bundled prices, worked out by hand."""
+    monkeypatch.delenv("OTEL_TOKENS_PRICE_FILE", raising=False)
+    metrics = InMemoryMetrics()
+    anthropic_client(server, metrics).messages.create(
+        model="claude-sonnet-4-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+    )
+    openai_client(server, metrics).chat.completions.create(
+        model="gpt-4.1", messages=[{"role": "user", "content": "hi"}]
+    )
+    # claude-sonnet-4-5 ($3 input, $0.30 read, $3.75 5-minute and $6 1-hour writes): 12,032
+    # read, 3,400 written for 5 minutes and 1,088 for an hour.
+    claude = {"model": "claude-sonnet-4-5-20250929"}
+    assert metrics.value("llm.usage.cache_savings", **claude) == pytest.approx(0.0324864)
+    assert metrics.value("llm.usage.cache_write_premium", **claude) == pytest.approx(0.005814)
+    # gpt-4.1 ($2 input, $0.50 cached, writes free): 1,920 cached.
+    gpt = {"model": "gpt-4.1-2025-04-14"}
+    assert metrics.value("llm.usage.cache_savings", **gpt) == pytest.approx(0.00288)
+    assert metrics.value("llm.usage.cache_write_premium", **gpt) == 0

@@ -85,6 +85,7 @@ def test_openai_headers_become_gauges_per_provider_server_and_model(
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4.1",
         "server.address": "127.0.0.1",
+        "server.port": int(server.base_url.rsplit(":", 1)[1]),
         "llm.ratelimit.kind": "tokens",
     }
 
