@@ -134,7 +134,10 @@ class _Base:
             return None
 
     def _fields(self, route: Route, request: Any) -> UsageFields:
-        fields: dict[str, Any] = {"provider": route.provider, **self._labels}
+        # The path names the operation; an error body, which has no `object`, could not.
+        fields: dict[str, Any] = {
+            "provider": route.provider, "operation": route.operation, **self._labels,
+        }  # fmt: skip
         if route.server_address:
             fields["server_address"] = route.server_address
             if route.server_port is not None:
@@ -188,9 +191,19 @@ class _Base:
             content_type=headers.get("content-type", ""),
             content_encoding=headers.get("content-encoding", ""),
             fields=self._fields(route, request),
-            headers=headers,
+            headers=_header_pairs(headers),
             rate_limits=self._hooks.rate_limits,
         )
+
+
+def _header_pairs(headers: Any) -> Any:
+    """The response's header pairs as they are now, for the consumer to read rate limits from:
+    the caller owns the headers object and may change it (a gateway strips or rewrites the
+    provider's headers). A copy of the raw (bytes) pairs costs about a microsecond."""
+    raw = getattr(headers, "raw", None)
+    if isinstance(raw, list):
+        return raw  # httpx and httpx2 build this list afresh on each access
+    return list(headers.multi_items() if hasattr(headers, "multi_items") else headers.items())
 
 
 def _text_key(value: object) -> str | None:
@@ -205,7 +218,7 @@ def _text_key(value: object) -> str | None:
 def _failure_usage(route: Route, values: dict[str, Any]) -> Usage:
     """The `Usage` of a request that got no response (made on the consumer thread)."""
     model = route.request_model()
-    return Usage(model=model or UNKNOWN_MODEL, request_model=model, operation=route.operation,
+    return Usage(model=model or UNKNOWN_MODEL, request_model=model,
                  streamed=route.asked_to_stream(), **values)  # fmt: skip
 
 

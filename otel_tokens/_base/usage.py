@@ -151,7 +151,11 @@ _read_texts = attrgetter(*_TEXT_FIELDS)
 def plain_text(usage: Usage) -> Usage:
     """`usage` with every text field an exact `str`. A str subclass may define its own ==,
     hash and str, which may raise or lie; copies of the characters cannot."""
-    for value in _read_texts(usage):  # the common case: one C call, then type checks
+    try:
+        values = _read_texts(usage)
+    except AttributeError:  # made without __init__: find_fault says which field is missing
+        return usage
+    for value in values:  # the common case: one C call, then type checks
         if type(value) is not str and value is not None:
             break
     else:

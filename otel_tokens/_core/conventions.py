@@ -21,6 +21,7 @@ import os
 from dataclasses import replace
 from typing import NamedTuple
 
+from otel_tokens._base.warn import logger
 from otel_tokens._core import instruments as spec
 from otel_tokens._core.instruments import InstrumentSpec
 
@@ -121,6 +122,14 @@ def naming(conventions: str | None) -> Naming:
     if conventions is None:
         words = {w.strip() for w in os.environ.get(OPT_IN_ENV, "").split(",")}
         conventions = LATEST if LATEST in words else DEFAULT
+        if conventions == LATEST:  # set for other instrumentations too, maybe: say so once
+            logger.info(
+                "otel_tokens: %s holds %r, so the instruments take the GenAI conventions' "
+                "newest names (gen_ai.client.inference.*); the shipped dashboard and rules use "
+                "the default ones: pass conventions='default' to keep them",
+                OPT_IN_ENV,
+                LATEST,
+            )
     if conventions not in CHOICES:
         msg = f"conventions must be one of {CHOICES}, got {conventions!r}"
         raise ValueError(msg)

@@ -65,7 +65,8 @@ def _whose(usage: object) -> tuple[str | None, str | None]:
     plain text; nothing else is trusted (the record was dropped for being wrong)."""
     if type(usage) is not Usage:
         return None, None
-    provider, model = usage.provider, usage.model
+    # A Usage made without __init__ may lack its fields: nothing of it is known then.
+    provider, model = getattr(usage, "provider", None), getattr(usage, "model", None)
     if type(provider) is not str or not provider or len(provider) > _MAX_NAME:
         return None, None
     if type(model) is not str or not model or len(model) > _MAX_NAME:

@@ -12,7 +12,8 @@ and reports it at each collection:
   asked the client to wait.
 
 A label set not heard from for `STALE_S` is forgotten (its headroom is no longer known), and
-at most `MAX_SETS` are kept: a provider or a proxy cannot grow it without bound.
+at most `MAX_SETS` are kept, the one heard from longest ago making room for a new one: a
+provider or a proxy cannot grow it without bound, nor keep new limits out.
 """
 
 from __future__ import annotations
@@ -77,15 +78,18 @@ class RateLimitBoard:
         if limits.retry_after_s is not None:
             key = tuple({**base, n.RATELIMIT_KIND: RETRY_AFTER}.items())
             fresh.append((key, _Entry(None, None, now + limits.retry_after_s, now)))
+        evicted = None
         with self._lock:
             entries = self._entries
             for key, entry in fresh:
                 if key not in entries and len(entries) >= MAX_SETS:
                     self._forget_stale(now)
-                    if len(entries) >= MAX_SETS:
-                        self._warn_full(key)
-                        continue
+                    if len(entries) >= MAX_SETS:  # the one heard from longest ago makes room
+                        evicted = min(entries, key=lambda k: entries[k].seen_at)
+                        del entries[evicted]
                 entries[key] = entry
+        if evicted is not None:  # logged outside the lock: a collection never waits on a log
+            self._warn_full(evicted)
 
     def _forget_stale(self, now: float) -> None:
         entries = self._entries
@@ -95,8 +99,9 @@ class RateLimitBoard:
     def _warn_full(self, key: tuple[tuple[str, Any], ...]) -> None:
         self._warn(
             "ratelimit_full",
-            "otel_tokens: rate-limit headroom is kept for %d label sets at most; new ones are "
-            "not reported (first one left out: %r). A model allow-list bounds them",
+            "otel_tokens: rate-limit headroom is kept for %d label sets at most; past that the "
+            "one heard from longest ago is forgotten (first one: %r). A model allow-list "
+            "bounds them",
             MAX_SETS,
             dict(key),
         )
@@ -115,10 +120,10 @@ class RateLimitBoard:
             left = None if entry.reset_at is None else max(0.0, entry.reset_at - now)
             if entry.limit is not None:
                 limits.append(Observation(entry.limit, attributes))
-            if entry.remaining is not None or (left == 0 and entry.limit is not None):
-                # Past its reset the limit is whole again: the provider said so.
-                value = entry.limit if left == 0 else entry.remaining
-                remaining.append(Observation(value, attributes))  # type: ignore[arg-type]
+            # Past its reset the limit is whole again: the provider said so.
+            value = entry.limit if left == 0 and entry.limit is not None else entry.remaining
+            if value is not None:
+                remaining.append(Observation(value, attributes))
             if left is not None:
                 resets.append(Observation(left, attributes))
         return limits, remaining, resets

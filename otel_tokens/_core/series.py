@@ -204,7 +204,7 @@ class SeriesTable:
         if usage.server_address:
             attributes[n.SERVER_ADDRESS] = self._label(n.SERVER_ADDRESS, usage.server_address)
             if usage.server_port is not None:
-                attributes[n.SERVER_PORT] = usage.server_port
+                attributes[n.SERVER_PORT] = int.__int__(usage.server_port)  # an exact int
         if self._fingerprint is not None and usage.api_key_id:
             attributes[n.API_KEY_ID] = self._label(n.API_KEY_ID, usage.api_key_id)
         return attributes
@@ -293,7 +293,7 @@ class SeriesTable:
             if value:
                 attributes[name] = self._label(name, value)
         if usage.server_address and usage.server_port is not None:
-            attributes[n.SERVER_PORT] = usage.server_port
+            attributes[n.SERVER_PORT] = int.__int__(usage.server_port)  # an exact int
         if self._fingerprint is not None:
             # A caller that fingerprinted the key itself (the HTTP transports) never held
             # the raw key in a Usage; its fingerprint came from this tracker's secret.

@@ -66,7 +66,8 @@ class TokenTracker:
             histogram has two series per set (input and output), which keeps every
             instrument under the SDK's 2000 series.
         max_label_length: label values longer than this are cut.
-        opt_in_attributes: any of "llm.provider.uuid", "llm.rule.uuid", "llm.api_key.id".
+        opt_in_attributes: any of "llm.provider.uuid", "llm.rule.uuid", "llm.api_key.id",
+            "openai.response.service_tier".
         ledger: a `UsageLedger` that every recorded `Usage` is also written to, with the
             cost this tracker computed for it; `flush()` writes it too. Rows the ledger
             could not write are counted on `otel_tokens.records.dropped` too, with reasons

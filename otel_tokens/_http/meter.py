@@ -23,7 +23,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -100,7 +100,8 @@ class ResponseMeter:
         content_type: its Content-Type.
         content_encoding: its Content-Encoding.
         fields: `Usage` fields from the transport and the request (scenario, tier, key id).
-        headers: the response's headers, read for rate limits on the consumer thread.
+        headers: the response's header pairs (str or bytes), read for rate limits on the
+            consumer thread.
         rate_limits: where the rate limits they report go, with the response's `Usage`.
     """
 
@@ -318,9 +319,8 @@ class ResponseMeter:
         self._headers = None
         if headers is None or report is None:
             return
-        with contextlib.suppress(Exception):  # a broken headers object costs only its limits
-            pairs = headers.multi_items() if hasattr(headers, "multi_items") else headers.items()
-            limits = read_rate_limits(pairs, time.time())
+        with contextlib.suppress(Exception):  # broken headers cost only their limits
+            limits = read_rate_limits(_text_pairs(headers), time.time())
             if limits is not None:
                 report(usage, limits)
 
@@ -364,6 +364,15 @@ class ResponseMeter:
         if parsed is None and body and status == "success":
             return _with_problem(usage, "malformed")
         return usage
+
+
+def _text_pairs(pairs: Any) -> Iterator[tuple[str, str]]:
+    """Header pairs as text: raw bytes are Latin-1, as HTTP/1.1 sends them."""
+    for name, value in pairs:
+        yield (
+            name.decode("latin-1") if isinstance(name, bytes) else name,
+            value.decode("latin-1") if isinstance(value, bytes) else value,
+        )
 
 
 def _with_problem(usage: Usage, problem: str) -> Usage:

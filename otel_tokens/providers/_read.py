@@ -98,8 +98,8 @@ class Counts:
 
     def saw_service_tier(self, obj: object) -> None:
         """Keep `obj`'s `service_tier`, when it has one as text."""
-        tier = text(obj, "service_tier")
-        if tier:
+        tier = get(obj, "service_tier")
+        if type(tier) is str and tier:  # an exact str: its len and hash cannot raise or lie
             self.service_tier = tier
 
     def count(self, obj: object, *names: str) -> int:

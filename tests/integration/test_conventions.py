@@ -104,6 +104,18 @@ def test_the_operation_of_a_request_that_got_no_answer_comes_from_its_path() -> 
     assert metrics.value("llm.requests", operation="text_completion", status="error") == 1
 
 
+def test_an_error_answer_keeps_the_operation_of_its_endpoint(server: FakeProviders) -> None:
+    """A 429 body has no `object` field to say what it answers: the path says it."""
+    metrics = InMemoryMetrics()
+    client = _openai(server.base_url, metrics)
+    with pytest.raises(openai.RateLimitError):
+        client.embeddings.create(model="text-embedding-3-small", input="x",
+                                 extra_headers={"x-test-behavior": "429"})  # fmt: skip
+    client.embeddings.create(model="text-embedding-3-small", input="x")
+    assert metrics.value("llm.requests", operation="embeddings", status="error") == 1
+    assert metrics.value("llm.requests", operation="embeddings") == 2
+
+
 @pytest.mark.parametrize(
     ("host", "provider"),
     [

@@ -181,3 +181,20 @@ def test_reading_the_headers_happens_off_the_request_path(server: FakeProviders)
         metrics.metrics()
     assert len(calls) == 1
     assert _gauges(metrics, "llm.ratelimit.remaining")["tokens"][0] == 2500
+
+
+def test_a_caller_rewriting_the_headers_afterwards_does_not_change_the_readings(
+    server: FakeProviders,
+) -> None:
+    """Gateways strip or rewrite a provider's headers before answering their own clients: the
+    readings are the provider's, taken when the response arrived."""
+    metrics = InMemoryMetrics()
+    with metrics.tracker._handoff._drain_lock, _client(metrics) as client:  # nothing folds yet
+        response = client.post(
+            server.base_url + "/v1/chat/completions", json={"model": "gpt-4.1"},
+            headers={"x-test-reply-headers": json.dumps(OPENAI_HEADERS)},
+        )  # fmt: skip
+        response.headers["x-ratelimit-remaining-tokens"] = "999999"
+        del response.headers["x-ratelimit-limit-tokens"]
+    assert _gauges(metrics, "llm.ratelimit.remaining")["tokens"][0] == 2500
+    assert _gauges(metrics, "llm.ratelimit.limit")["tokens"][0] == 30000

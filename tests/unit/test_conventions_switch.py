@@ -4,6 +4,8 @@ same values; the default keeps the names backends know today."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from otel_tokens import Usage
@@ -101,3 +103,33 @@ def _limits() -> object:
     from otel_tokens._base.ratelimit import RateLimits, Reading
 
     return RateLimits((Reading("tokens", 100, 50, 1.0),), None)
+
+
+def test_a_service_tier_that_is_not_plain_text_costs_only_itself() -> None:
+    from otel_tokens.providers import from_openai
+
+    class Hostile(str):
+        def __len__(self) -> int:
+            raise RuntimeError("len")
+
+        def __hash__(self) -> int:
+            raise RuntimeError("hash")
+
+    body = {"object": "chat.completion", "model": "gpt-4.1", "service_tier": Hostile("flex"),
+            "usage": {"prompt_tokens": 100, "completion_tokens": 7}}  # fmt: skip
+    usage = from_openai(body)
+    assert (usage.input_tokens, usage.output_tokens, usage.usage_problem) == (100, 7, None)
+    assert usage.service_tier is None
+    plain = from_openai({**body, "service_tier": "flex"})
+    assert plain.service_tier == "flex"
+
+
+def test_a_port_given_as_an_int_subclass_is_exported_as_an_exact_int() -> None:
+    class Port(int):
+        pass
+
+    metrics = InMemoryMetrics()
+    metrics.tracker.record(replace(STREAMED, server_port=Port(8443)))
+    (point,) = metrics.points("llm.requests")
+    port = (point.attributes or {})["server.port"]
+    assert port == 8443 and type(port) is int

@@ -78,20 +78,35 @@ def test_a_label_set_not_heard_from_is_forgotten() -> None:
     assert board.observations() == ([], [], [])
 
 
-def test_label_sets_are_bounded_and_the_overflow_is_warned(
+def test_label_sets_are_bounded_and_the_oldest_makes_room(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = Clock()
     board = RateLimitBoard(lambda u: {"gen_ai.request.model": u.request_model}, WarnOnce(), clock)
     for i in range(ratelimits.MAX_SETS + 50):
+        clock.now += 0.001
         usage = Usage(provider="openai", model=f"m-{i}", input_tokens=1)
         board.update(usage, RateLimits((Reading("requests", 10, 5, None),), None))
-    assert len(board.observations()[0]) == ratelimits.MAX_SETS
+    models = {o.attributes["gen_ai.request.model"] for o in board.observations()[0]}  # type: ignore[index]
+    assert len(models) == ratelimits.MAX_SETS
+    assert "m-0" not in models and f"m-{ratelimits.MAX_SETS + 49}" in models  # newest kept
     assert sum("rate-limit headroom" in r.getMessage() for r in caplog.records) == 1
-    clock.now += ratelimits.STALE_S + 1  # once the old ones are stale, new ones get room
-    board.update(Usage(provider="openai", model="new", input_tokens=1),
-                 RateLimits((Reading("requests", 10, 5, None),), None))  # fmt: skip
-    assert len(board.observations()[0]) == 1
+
+
+def test_a_reading_without_a_limit_never_breaks_the_gauge() -> None:
+    """Remaining and a reset but no limit header: past the reset there is no limit to report
+    instead, so the last remaining stands (a None would fail the whole gauge's callback)."""
+    clock = Clock()
+    board = _board(clock)
+    board.update(USAGE, RateLimits((Reading("tokens", None, 100, 0.001),), None))
+    other = Usage(provider="anthropic", model="claude", input_tokens=1)
+    board.update(other, RateLimits((Reading("requests", 50, 49, 60.0),), None))
+    clock.now += 1
+    _limits, remaining, _resets = board.observations()
+    assert sorted(o.value for o in remaining) == [49, 100]
+    metrics = InMemoryMetrics()
+    metrics.tracker._rate_limits(USAGE, RateLimits((Reading("tokens", None, 100, 0.0),), None))
+    assert [p.value for p in metrics.points("llm.ratelimit.remaining")] == [100]  # type: ignore[union-attr]
 
 
 def test_the_tracker_reports_the_gauges_with_bounded_labels() -> None:

@@ -170,3 +170,18 @@ def test_the_unpriced_warning_names_the_model_that_was_sent(
     (message,) = [r.getMessage() for r in caplog.records if "has no price" in r.getMessage()]
     assert "'acme-private-7b'" in message
     assert metrics.value("llm.usage.unpriced_tokens", model="other") == 10  # still bounded
+
+
+def test_a_full_queue_of_usages_without_fields_still_counts_as_queue_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_tracker, "QUEUE_CAPACITY", 2)
+    metrics = InMemoryMetrics()
+    hollow = object.__new__(Usage)  # a Usage whose fields were never set
+    with metrics.tracker._handoff._drain_lock:
+        for _ in range(5):
+            metrics.tracker.record(hollow)
+    points = _dropped(metrics)
+    assert points[(("reason", "queue_full"),)] == 3
+    assert points[(("reason", "bad_label"),)] == 2  # the two queued: their fields are unreadable
+    assert points[(("reason", "internal_error"),)] == 0  # not a bug of the package
