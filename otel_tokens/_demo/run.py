@@ -26,7 +26,9 @@ from otel_tokens._base.usage import Usage
 from otel_tokens._configure.configure import configure
 from otel_tokens._configure.telemetry import Telemetry
 from otel_tokens._core.custom_meter import CustomMeter
+from otel_tokens._core.hooks import recording_hooks
 from otel_tokens._core.tracker import TokenTracker
+from otel_tokens._demo.limits import SimulatedLimits
 from otel_tokens._demo.summary import Totals, progress, summary_table
 from otel_tokens._demo.upstream import Tokens, error_body, response_body, stream_events
 from otel_tokens._ledger.ledger import UsageLedger
@@ -113,6 +115,8 @@ WEB_SEARCH = 0.15
 FAILURES = (("rate_limited", 0.025), ("timeout", 0.01), ("http_500", 0.008))
 HANG_UP = 0.05
 TIME_SCALE = 0.05  # simulated seconds → demo seconds: a 10 s answer takes 0.5 s here
+#: The simulated upstreams' rate limits, reported in their answers' headers.
+LIMITS = SimulatedLimits()
 
 
 def _tokens(profile: Profile, rng: random.Random) -> Tokens:
@@ -180,6 +184,7 @@ async def _whole(tracker: TokenTracker, call: _Call, rng: random.Random) -> None
             latency_s=elapsed, **call.fields,
         )  # fmt: skip
         tracker.record(usage)
+        LIMITS.report(usage, recording_hooks(tracker).rate_limits)
 
 
 async def _streamed(tracker: TokenTracker, call: _Call, rng: random.Random) -> None:
@@ -199,7 +204,9 @@ async def _streamed(tracker: TokenTracker, call: _Call, rng: random.Random) -> N
         status = "success"
     finally:
         error_type = call.failure if status == "error" else None
-        tracker.record(accumulator.finish(status=status, error_type=error_type))
+        usage = accumulator.finish(status=status, error_type=error_type)
+        tracker.record(usage)
+        LIMITS.report(usage, recording_hooks(tracker).rate_limits)
 
 
 async def _client(

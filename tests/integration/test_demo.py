@@ -25,6 +25,9 @@ EXPECTED = (
     "llm_usage_cost_USD_total",
     "llm_usage_unpriced_tokens_total",
     "llm_requests_total",
+    "gen_ai_client_operation_time_per_output_chunk_seconds_bucket",
+    "llm_usage_cache_savings_USD_total",
+    "llm_ratelimit_remaining",
 )
 
 
@@ -66,6 +69,10 @@ def test_demo_serves_metrics_while_running_and_prints_a_summary(tmp_path: Path) 
         process.kill()
     assert process.returncode == 0, err
     assert 'llm_status="success"' in text
+    # The simulated OpenAI and Anthropic upstreams send rate-limit headers; the others none.
+    gauges = [line for line in text.splitlines() if line.startswith("llm_ratelimit_remaining{")]
+    headroom = {line.split('gen_ai_provider_name="', 1)[1].split('"', 1)[0] for line in gauges}
+    assert headroom == {"openai", "anthropic"}
 
     lines = out.splitlines()
     (head,) = [line for line in lines if line.startswith("provider ")]
