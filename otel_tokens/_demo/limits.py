@@ -55,25 +55,19 @@ class SimulatedLimits:
         limit_requests, limit_tokens = _LIMITS.get(model) or _LIMITS[provider]
         left = {"requests": (limit_requests, max(0, limit_requests - requests)),
                 "tokens": (limit_tokens, max(0, limit_tokens - used))}  # fmt: skip
-        if form == "openai":
-            return [
-                pair
-                for kind, (limit, remaining) in left.items()
-                for pair in (
-                    (f"x-ratelimit-limit-{kind}", str(limit)),
-                    (f"x-ratelimit-remaining-{kind}", str(remaining)),
-                    (f"x-ratelimit-reset-{kind}", f"{reset_s:.3f}s"),
-                )
-            ]
-        at = datetime.now(timezone.utc) + timedelta(seconds=reset_s)
-        stamp = at.isoformat(timespec="seconds").replace("+00:00", "Z")
+        if form == "openai":  # x-ratelimit-{part}-{kind}, the reset as a duration
+            name, reset = "x-ratelimit-{part}-{kind}", f"{reset_s:.3f}s"
+        else:  # anthropic-ratelimit-{kind}-{part}, the reset as an RFC 3339 time
+            at = datetime.now(timezone.utc) + timedelta(seconds=reset_s)
+            name = "anthropic-ratelimit-{kind}-{part}"
+            reset = at.isoformat(timespec="seconds").replace("+00:00", "Z")
         return [
-            pair
+            (name.format(part=part, kind=kind), value)
             for kind, (limit, remaining) in left.items()
-            for pair in (
-                (f"anthropic-ratelimit-{kind}-limit", str(limit)),
-                (f"anthropic-ratelimit-{kind}-remaining", str(remaining)),
-                (f"anthropic-ratelimit-{kind}-reset", stamp),
+            for part, value in (
+                ("limit", str(limit)),
+                ("remaining", str(remaining)),
+                ("reset", reset),
             )
         ]
 
