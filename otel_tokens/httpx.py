@@ -40,7 +40,7 @@ __all__ = ["AsyncMeteredTransport", "MeteredTransport"]
 #: The request extension that carries per-request `Usage` fields.
 EXTENSION = "otel_tokens"
 _LABELS = ("scenario", "user_tier", "provider_uuid", "rule_uuid", "provider")
-_PER_REQUEST = frozenset({*_LABELS, "api_key", "system_tokens", "request_id"})
+_PER_REQUEST = frozenset({*_LABELS, "team", "api_key", "system_tokens", "request_id"})
 
 
 def _check_labels(labels: Mapping[str, str | None]) -> dict[str, str]:

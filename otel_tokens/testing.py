@@ -46,6 +46,7 @@ ALIASES = {
     "streaming": n.STREAMING,
     "scenario": n.SCENARIO,
     "user_tier": n.USER_TIER,
+    "team": n.TEAM,
     "error_type": n.ERROR_TYPE,
     "server_address": n.SERVER_ADDRESS,
     "server_port": n.SERVER_PORT,

@@ -35,6 +35,7 @@ _OPTIONAL_LABELS = (
     "api_key_id",
     "request_id",
     "service_tier",
+    "team",
 )
 #: The largest TCP port.
 _MAX_PORT = 65_535
@@ -95,6 +96,9 @@ class Usage:
     server_port: int | None = None
     #: The service tier the provider says served the request (OpenAI's `service_tier`).
     service_tier: str | None = None
+    #: The caller's team (`llm.team`), a low-cardinality label like `user_tier`; budgets can
+    #: be set per team.
+    team: str | None = None
 
     def __post_init__(self) -> None:
         if self.request_model is None:

@@ -140,6 +140,7 @@ class SeriesTable:
             usage.error_type,
             usage.scenario,
             usage.user_tier,
+            usage.team,
             usage.server_address,
             usage.server_port,
             usage.usage_problem,
@@ -283,6 +284,7 @@ class SeriesTable:
         optional = (
             (n.SCENARIO, usage.scenario),
             (n.USER_TIER, usage.user_tier),
+            (n.TEAM, usage.team),
             (n.SERVER_ADDRESS, usage.server_address),
             (n.USAGE_PROBLEM, usage.usage_problem),
             (n.PROVIDER_UUID, usage.provider_uuid if self._with_provider_uuid else None),

@@ -50,6 +50,7 @@ class TrackedRequest:
         "status",
         "streamed",
         "system_tokens",
+        "team",
         "user_tier",
     )
 
@@ -64,6 +65,7 @@ class TrackedRequest:
         streamed: bool,
         scenario: str | None,
         user_tier: str | None,
+        team: str | None,
         provider_uuid: str | None,
         rule_uuid: str | None,
         api_key: str | None,
@@ -78,6 +80,7 @@ class TrackedRequest:
         self.streamed = streamed
         self.scenario = scenario
         self.user_tier = user_tier
+        self.team = team
         self.provider_uuid = provider_uuid
         self.rule_uuid = rule_uuid
         self.api_key = api_key
@@ -159,6 +162,7 @@ class TrackedRequest:
                 streamed=self.streamed,
                 scenario=self.scenario,
                 user_tier=self.user_tier,
+                team=self.team,
                 provider_uuid=self.provider_uuid,
                 rule_uuid=self.rule_uuid,
                 api_key=self.api_key,

@@ -246,6 +246,7 @@ class TokenTracker:
         streamed: bool = False,
         scenario: str | None = None,
         user_tier: str | None = None,
+        team: str | None = None,
         provider_uuid: str | None = None,
         rule_uuid: str | None = None,
         api_key: str | None = None,
@@ -262,6 +263,7 @@ class TokenTracker:
             streamed: whether the response is streamed (`req.first_token()` sets it too).
             scenario: the gateway's API surface that took the request.
             user_tier: a low-cardinality class of the caller.
+            team: the caller's team (`llm.team`), low-cardinality too.
             provider_uuid: the gateway's upstream id.
             rule_uuid: the gateway's routing rule id.
             api_key: the caller's key; only its fingerprint is ever exported.
@@ -282,6 +284,7 @@ class TokenTracker:
             streamed=streamed,
             scenario=scenario,
             user_tier=user_tier,
+            team=team,
             provider_uuid=provider_uuid,
             rule_uuid=rule_uuid,
             api_key=api_key,

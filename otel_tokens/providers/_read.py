@@ -34,6 +34,7 @@ class UsageFields(TypedDict, total=False):
     streamed: bool
     scenario: str | None
     user_tier: str | None
+    team: str | None
     provider_uuid: str | None
     rule_uuid: str | None
     api_key: str | None

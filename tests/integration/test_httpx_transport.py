@@ -332,10 +332,12 @@ def test_per_request_labels_come_from_the_request_extensions(
     with httpx2.Client(transport=transport) as client:
         client.post(
             server.base_url + "/v1/embeddings", json={"model": "m"},
-            extensions={"otel_tokens": {"user_tier": "pro", "api_key": "caller-key"}},
+            extensions={"otel_tokens": {"user_tier": "pro", "team": "search",
+                                        "api_key": "caller-key"}},
         )  # fmt: skip
     (point,) = metrics.points("llm.requests")
     assert point.attributes["llm.user.tier"] == "pro"
+    assert point.attributes["llm.team"] == "search"
     assert point.attributes["llm.scenario"] == "openai"
     assert point.attributes["llm.api_key.id"] == KeyFingerprinter(SECRET)("caller-key")
 

@@ -27,6 +27,18 @@ def test_long_label_values_are_cut_to_the_limit(caplog: pytest.LogCaptureFixture
     assert sum("cut to that length" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_the_team_is_a_label_bounded_like_the_tier() -> None:
+    metrics = InMemoryMetrics(max_label_length=16)
+    metrics.tracker.record(usage(team="search"))
+    metrics.tracker.record(usage(team="t" * 500))
+    with metrics.tracker.track(provider="openai", model="gpt-4o", team="search") as req:
+        req.input_tokens = 5
+    assert metrics.value("llm.requests", team="search") == 2
+    assert metrics.value("llm.usage.input_tokens", team="search") == 15
+    assert metrics.value("llm.requests", team="t" * 16) == 1
+    assert metrics.value("llm.requests") == 3
+
+
 def test_models_outside_the_allow_list_are_other() -> None:
     metrics = InMemoryMetrics(models=["gpt-4o"])
     metrics.tracker.record(usage(model="gpt-4o"))

@@ -36,7 +36,7 @@ def test_usage_has_exactly_the_contract_fields() -> None:
         "system_tokens", "status", "error_type", "latency_s", "time_to_first_token_s", "streamed",
         "scenario", "user_tier", "provider_uuid", "rule_uuid", "api_key", "api_key_id",
         "server_address", "usage_problem", "request_id", "time_per_output_chunk_s", "server_port",
-        "service_tier",
+        "service_tier", "team",
     ]  # fmt: skip
 
 
