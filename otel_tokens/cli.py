@@ -14,6 +14,9 @@ from collections.abc import Callable, Sequence
 from otel_tokens._cli.ledger import COMMANDS as LEDGER_COMMANDS
 from otel_tokens._cli.ledger import add_commands as add_ledger_commands
 from otel_tokens._cli.ledger import run as run_ledger_command
+from otel_tokens._cli.prices import COMMANDS as PRICE_COMMANDS
+from otel_tokens._cli.prices import add_commands as add_price_commands
+from otel_tokens._cli.prices import run as run_price_command
 from otel_tokens._export.endpoint import CannotServeError
 from otel_tokens._version import __version__
 from otel_tokens._workers.files import MULTIPROC_ENV
@@ -90,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="address (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=None, help="port (default 9464; 0: any free)")
     add_ledger_commands(commands)
+    add_price_commands(commands)
     return parser
 
 
@@ -147,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in LEDGER_COMMANDS:
         try:
             return run_ledger_command(args)
+        except BrokenPipeError:
+            return _reader_went_away()
+    if args.command in PRICE_COMMANDS:
+        try:
+            return run_price_command(args)
         except BrokenPipeError:
             return _reader_went_away()
     if args.command == "serve-metrics":

@@ -60,5 +60,5 @@ def test_the_other_public_faces_are_pinned() -> None:
     assert callable(main)
     commands = next(a for a in _parser()._actions if a.dest == "command")
     assert list(commands.choices) == [  # type: ignore[arg-type]
-        "demo", "serve-metrics", "usage", "meters", "prune", "reset", "export", "import",
+        "demo", "serve-metrics", "usage", "meters", "prune", "reset", "export", "import", "prices",
     ]  # fmt: skip
