@@ -26,7 +26,9 @@ per-second and per-character costs, audio/image/video token prices, price multip
 field this importer does not know. An entry is refused whole (with a warning) when its mode is
 not chat, completion, responses or embedding, when it lacks input or output per-token prices,
 when one of its prices is not a finite number >= 0, is finer than 1e-6 USD per million tokens
-or above 1,000,000 USD per million, and for LiteLLM's `sample_spec`.
+or above 1,000,000 USD per million, and for LiteLLM's `sample_spec`. A float within a few
+units in the last place of a micro-dollar price (`1.0000000000000001e-07`, the noise of
+arithmetic) is read as that price, with a warning that says so.
 
 Two things to know before using the rows:
 
@@ -110,6 +112,9 @@ _PER_UNIT = (
 _MODALITY_TOKENS = ("audio", "image", "video", "pixel", "dbu")
 _MAX_PER_TOKEN = Decimal(1)  # USD per token: 1,000,000 USD per million, the package's limit
 _MILLION = Decimal(10**6)
+_MICRO = Decimal("0.000001")
+#: How far from a micro-dollar price a float may be and still be taken as that price.
+_NOISE_ULPS = 4
 
 
 class RefusedPriceError(ValueError):
@@ -179,11 +184,15 @@ def _entry(name: object, entry: object, warnings: list[str]) -> list[dict[str, A
         try:
             if field in PRICE_FIELDS:
                 base[PRICE_FIELDS[field]] = per_million(value)
+                _note_rounding(who, field, value, base[PRICE_FIELDS[field]], warnings)
                 continue
             tier = _TIER.fullmatch(field)
             if tier is not None:
                 above = int(tier.group(2)) * 1000
-                tiers.setdefault(above, {})[PRICE_FIELDS[tier.group(1)]] = per_million(value)
+                price = tiers.setdefault(above, {})[PRICE_FIELDS[tier.group(1)]] = per_million(
+                    value
+                )
+                _note_rounding(who, field, value, price, warnings)
                 continue
         except RefusedPriceError as exc:
             warnings.append(f"{who}: {field} = {_shown(value)}: {exc}; model not imported")
@@ -203,6 +212,12 @@ def _entry(name: object, entry: object, warnings: list[str]) -> list[dict[str, A
         warnings.append(f"{who}: its rows do not load as a price table ({exc}): skipped")
         return []
     return made
+
+
+def _note_rounding(who: str, field: str, value: object, price: str, warnings: list[str]) -> None:
+    """Say so when a price was read as the micro-dollar price its float stands for."""
+    if isinstance(value, float) and Decimal(repr(value)) * _MILLION != Decimal(price):
+        warnings.append(f"{who}: {field} = {value!r} read as {price} USD per million (float noise)")
 
 
 def _row(name: str, entry: Mapping[str, Any], prices: dict[str, str], above: int) -> dict[str, Any]:
@@ -249,9 +264,20 @@ def per_million(value: object) -> str:
         return "0"
     exponent = million.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -6:
+        # Float noise from arithmetic (1.0000000000000001e-07 for $0.1 per million): the
+        # micro-dollar price whose float is within a few units in the last place of this one.
+        rounded = million.quantize(_MICRO).normalize()
+        if rounded and isinstance(value, float) and _float_noise(value, rounded):
+            return f"{rounded:f}"
         msg = f"{million:f} USD per million tokens is finer than 1e-6, which a price file holds"
         raise RefusedPriceError(msg)
     return f"{million:f}"
+
+
+def _float_noise(value: float, rounded: Decimal) -> bool:
+    """Whether `value` (USD per token) is `rounded` (USD per million) but for the last bits
+    of a float."""
+    return abs(float(rounded / _MILLION) - value) <= _NOISE_ULPS * math.ulp(value)
 
 
 def _not_expressed(field: str, value: object, entry: Mapping[str, Any]) -> str | None:

@@ -116,16 +116,23 @@ def test_entries_it_cannot_price_are_skipped_with_a_warning() -> None:
 
 
 def test_a_price_finer_than_a_micro_dollar_per_million_refuses_the_model() -> None:
-    rows, warnings = from_litellm(sample())
-    model = "databricks/databricks-claude-sonnet-4-1"
-    assert not rows_of(rows, model)
+    rows, warnings = from_litellm({"m": entry(input_cost_per_token=1.00000001e-07)})
+    assert not rows_of(rows, "m")
     assert any(
-        "input_cost_per_token = 2.9999900000000002e-06: 2.9999900000000002 USD per million "
-        "tokens is finer than 1e-6"
+        "input_cost_per_token = 1.00000001e-07: 0.100000001 USD per million tokens is finer "
+        "than 1e-6"
         in w
         and w.endswith("model not imported")
-        for w in warned(warnings, model)
+        for w in warned(warnings, "m")
     )
+
+
+def test_a_price_that_is_float_noise_is_read_as_its_micro_dollar_price() -> None:
+    rows, warnings = from_litellm(sample())
+    model = "databricks/databricks-claude-sonnet-4-1"
+    (row,) = rows_of(rows, model)
+    assert (row["input"], row["output"]) == ("2.99999", "15.00002")
+    assert any("2.9999900000000002e-06 read as 2.99999" in w for w in warned(warnings, model))
 
 
 def test_what_the_rows_keep() -> None:
@@ -143,17 +150,28 @@ def test_what_the_rows_keep() -> None:
 def test_every_sample_row_loads(tmp_path: Path) -> None:
     rows, _ = from_litellm(sample())
     table = table_of(rows, tmp_path)
-    assert len(table) == len({row["model"] for row in rows}) == 9
+    assert len(table) == len({row["model"] for row in rows}) == 10
     usage = Usage(provider="anthropic", model="claude-sonnet-4-5", input_tokens=1_000_000,
                   cache_read_tokens=500_000, output_tokens=1000)  # fmt: skip
     assert table.cost_usd(usage) == Decimal("1.5") + Decimal("0.15") + Decimal("0.015")
+
+
+def test_float_noise_is_read_as_the_price_it_stands_for_and_said() -> None:
+    noisy = entry(input_cost_per_token=1.0000000000000001e-07,
+                  output_cost_per_token=2.9999900000000002e-06)  # fmt: skip
+    rows, warnings = from_litellm({"m": noisy})
+    assert (rows[0]["input"], rows[0]["output"]) == ("0.1", "2.99999")
+    assert sum("(float noise)" in w for w in warnings) == 2
+    assert per_million(1.0000000000000001e-07) == "0.1"
+    with pytest.raises(ValueError, match="finer than 1e-6"):
+        per_million(1.00000001e-07)  # a real tenth of a micro-dollar more, not noise
 
 
 @pytest.mark.parametrize(
     ("value", "text"),
     [(3e-06, "3"), (3.75e-06, "3.75"), (1.25e-07, "0.125"), (2.8e-08, "0.028"), (0, "0"),
      (0.0, "0"), (-0.0, "0"), (1e-12, "0.000001"), (1.5e-12, None), (1e-13, None),
-     (1.0000000000000001e-07, None), (2, None)],
+     (1.0000000000000001e-07, "0.1"), (1.00000001e-07, None), (2, None)],
 )  # fmt: skip
 def test_per_token_prices_become_exact_prices_per_million(value: float, text: str | None) -> None:
     if text is None:
@@ -248,6 +266,13 @@ def test_every_row_of_the_real_litellm_file_loads(tmp_path: Path) -> None:
     assert table.models == models
     for name, item in data.items():  # every entry is either priced or warned about
         assert name in models or warned(warnings, name), name
-        if name in models:
+        if name in models:  # exact, or float noise said to be read as its micro-dollar price
             want = Decimal(repr(item["input_cost_per_token"])) * 10**6
-            assert table.prices(name)[0].input == want, name
+            got = table.prices(name)[0].input
+            assert got == want or (
+                abs(got - want) < Decimal("0.000001")
+                and any(
+                    "input_cost_per_token" in w and "(float noise)" in w
+                    for w in warned(warnings, name)
+                )
+            ), name
