@@ -186,3 +186,17 @@ def test_tracker_reads_the_price_file_named_by_the_environment(
     metrics.tracker.record(Usage(provider="openai", model="gpt-4o-mini", input_tokens=10**6))
     assert metrics.value("llm.usage.cost", model="house-model") == 1.0
     assert metrics.value("llm.usage.cost", model="gpt-4o-mini") == 0.15  # bundled, kept
+
+
+def test_every_bundled_row_names_its_source_and_the_day_it_took_effect() -> None:
+    import json
+    from datetime import date
+    from importlib import resources
+
+    rows = json.loads(resources.files("otel_tokens").joinpath("prices.json").read_text())["prices"]
+    assert len(rows) > 50
+    for row in rows:
+        where = f"{row['model']} {row.get('effective')}"
+        assert isinstance(row.get("source"), str) and len(row["source"]) > 10, where
+        assert date.fromisoformat(row["effective"]) <= date(2026, 12, 31), where
+        assert isinstance(row.get("provider"), str) and row["provider"], where
