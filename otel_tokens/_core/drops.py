@@ -90,8 +90,13 @@ class Drops:
         self._unsaid: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def _count(self, reason: str, usage: object, count: int) -> None:
+    def _count(self, reason: str, usage: object, count: int, *, bounded: bool = False) -> None:
         provider, model = _whose(usage)
+        if bounded and provider is not None:
+            # Off the request path: key by the labels themselves, so that names that share a
+            # label (cut, or "other" outside the allow-list) share one of the MAX_LABELLED sets.
+            labels = self._labeller(provider, model)
+            provider, model = labels[n.PROVIDER], labels.get(n.RESPONSE_MODEL)
         key: _Key = (reason, provider, model)
         with self._lock:
             counts = self._counts
@@ -114,7 +119,7 @@ class Drops:
             usage: the dropped record, whose provider and model label the count.
             exc_info: log the exception being handled.
         """
-        self._count(reason, usage, count)
+        self._count(reason, usage, count, bounded=True)
         self._say(reason, why, exc_info=exc_info)
 
     def add_later(self, reason: str, why: str, usage: object = None) -> None:

@@ -103,6 +103,21 @@ def test_labelled_drops_stop_at_their_cap_and_none_is_lost() -> None:
     assert metrics.value(DROPPED) == count
 
 
+def test_names_that_share_a_label_share_one_labelled_set() -> None:
+    """Client-chosen model names outside the allow-list are all "other": they must not use up
+    the labelled sets that a real model's drops need later."""
+    metrics = InMemoryMetrics(models=["gpt-4o"])
+    for i in range(drops.MAX_LABELLED + 10):
+        metrics.tracker.record(usage(model=f"garbage-{i}", input_tokens=-1))
+    metrics.tracker.record(usage(model="gpt-4o", input_tokens=-1))
+    points = _dropped(metrics)
+    other = (("gen_ai.provider.name", "openai"), ("gen_ai.response.model", "other"),
+             ("reason", "negative_tokens"))  # fmt: skip
+    real = (("gen_ai.provider.name", "openai"), ("gen_ai.response.model", "gpt-4o"),
+            ("reason", "negative_tokens"))  # fmt: skip
+    assert (points[other], points[real]) == (drops.MAX_LABELLED + 10, 1)
+
+
 def test_a_full_queue_drop_names_the_provider_without_logging_on_the_request_path(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
