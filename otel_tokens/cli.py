@@ -11,6 +11,9 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from otel_tokens._cli.budget import COMMANDS as BUDGET_COMMANDS
+from otel_tokens._cli.budget import add_commands as add_budget_commands
+from otel_tokens._cli.budget import run as run_budget_command
 from otel_tokens._cli.ledger import COMMANDS as LEDGER_COMMANDS
 from otel_tokens._cli.ledger import add_commands as add_ledger_commands
 from otel_tokens._cli.ledger import run as run_ledger_command
@@ -94,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=None, help="port (default 9464; 0: any free)")
     add_ledger_commands(commands)
     add_price_commands(commands)
+    add_budget_commands(commands)
     return parser
 
 
@@ -153,11 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_ledger_command(args)
         except BrokenPipeError:
             return _reader_went_away()
-    if args.command in PRICE_COMMANDS:
-        try:
-            return run_price_command(args)
-        except BrokenPipeError:
-            return _reader_went_away()
+    for commands, run in ((PRICE_COMMANDS, run_price_command),
+                          (BUDGET_COMMANDS, run_budget_command)):  # fmt: skip
+        if args.command in commands:
+            try:
+                return run(args)
+            except BrokenPipeError:
+                return _reader_went_away()
     if args.command == "serve-metrics":
         return _serve_metrics(args)
     if args.command == "demo":

@@ -21,6 +21,10 @@ RULE_UUID = "llm.rule.uuid"
 API_KEY_ID = "llm.api_key.id"
 USAGE_PROBLEM = "llm.usage.problem"
 DROP_REASON = "reason"
+BUDGET_SCOPE = "llm.budget.scope"
+BUDGET_SUBJECT = "llm.budget.subject"
+BUDGET_PERIOD = "llm.budget.period"
+BUDGET_UNIT = "llm.budget.unit"
 
 #: Attributes a deployment must ask for, because each can have many values.
 OPT_IN_ATTRIBUTES = frozenset({PROVIDER_UUID, RULE_UUID, API_KEY_ID, SERVICE_TIER})

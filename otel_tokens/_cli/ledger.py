@@ -49,12 +49,13 @@ def add_commands(commands: Any) -> None:
         "--by",
         default="",
         metavar="GROUPS",
-        help="comma-separated: key, provider, model, scenario, status, day or hour; with "
+        help="comma-separated: key, team, provider, model, scenario, status, day or hour; with "
         "--meter: key, day, hour and the meter's dimensions",
     )
     key = usage.add_mutually_exclusive_group()
     key.add_argument("--key-id", help="only this key (its fingerprint, as the ledger shows)")
     key.add_argument("--key", help=f"only this API key (fingerprinted with ${SECRET_ENV})")
+    usage.add_argument("--team", help="only this team's usage (the team requests carry)")
     usage.add_argument("--meter", help="a custom meter's events instead of token usage")
     usage.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
@@ -98,13 +99,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace) -> UsageLedger:
-    target = args.ledger or os.environ.get(LEDGER_ENV)
+    return open_ledger(args.ledger, creates=args.command == "import", creator="`import`")
+
+
+def open_ledger(given: str | None, *, creates: bool, creator: str) -> UsageLedger:
+    """The ledger a command names (`--ledger`, else $OTEL_TOKENS_LEDGER); only a command that
+    `creates` one may name a SQLite file that is not there yet (`creator` is its name).
+
+    Raises:
+        CommandError: no ledger named, or no file there.
+    """
+    target = given or os.environ.get(LEDGER_ENV)
     if not target:
         msg = f"which ledger? pass --ledger PATH (or a postgresql:// URL) or set {LEDGER_ENV}"
         raise CommandError(msg)
     is_url = target.startswith(("postgresql://", "postgres://"))
-    if not is_url and args.command != "import" and not Path(target).is_file():
-        msg = f"no ledger at {target!r}: check the path (`import` creates one)"
+    if not is_url and not creates and not Path(target).is_file():
+        msg = f"no ledger at {target!r}: check the path ({creator} creates one)"
         raise CommandError(msg)
     return UsageLedger(target, queue_size=10, batch_size=10)
 
@@ -124,7 +135,7 @@ def _usage(ledger: UsageLedger, args: argparse.Namespace) -> int:
         title = f"meter {args.meter}, "
     else:
         rows = ledger.usage(args.period, by=groups, key_id=args.key_id, api_key=args.key,
-                            tz=args.tz)  # fmt: skip
+                            tz=args.tz, team=args.team)  # fmt: skip
         records = usage_records(rows)
         text = usage_table(rows, groups, period)
         title = ""

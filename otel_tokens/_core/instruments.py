@@ -187,6 +187,31 @@ RATELIMIT_RESET = InstrumentSpec(
     "llm_ratelimit_reset_seconds",
 )
 
+#: Budgets set in a usage ledger (`UsageLedger.set_budget`), by llm.budget.scope, subject,
+#: period and unit (USD or {token}).
+BUDGET_SPENT = InstrumentSpec(
+    "llm.budget.spent",
+    "gauge",
+    "{amount}",
+    "What a budget's current period has spent, in llm.budget.unit.",
+    "llm_budget_spent",
+)
+BUDGET_REMAINING = InstrumentSpec(
+    "llm.budget.remaining",
+    "gauge",
+    "{amount}",
+    "What is left of a budget this period, in llm.budget.unit; negative once overspent.",
+    "llm_budget_remaining",
+)
+BUDGET_EXHAUSTION = InstrumentSpec(
+    "llm.budget.exhaustion",
+    "gauge",
+    "s",
+    "Seconds until a budget runs out at the last hour's rate (0 once spent); no point when "
+    "it resets first or nothing is spent.",
+    "llm_budget_exhaustion_seconds",
+)
+
 HISTOGRAMS = (TOKEN_USAGE, OPERATION_DURATION, TIME_TO_FIRST_CHUNK, TIME_PER_OUTPUT_CHUNK)
 USAGE_COUNTERS = (
     INPUT_TOKENS,
@@ -203,6 +228,7 @@ USAGE_COUNTERS = (
 )
 SELF_COUNTERS = (DROPPED, OVERFLOWED)
 RATELIMIT_GAUGES = (RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET)
+BUDGET_GAUGES = (BUDGET_SPENT, BUDGET_REMAINING, BUDGET_EXHAUSTION)
 
 #: Every instrument a TokenTracker creates, in the order the README lists them.
-ALL = HISTOGRAMS + USAGE_COUNTERS + RATELIMIT_GAUGES + SELF_COUNTERS
+ALL = HISTOGRAMS + USAGE_COUNTERS + RATELIMIT_GAUGES + BUDGET_GAUGES + SELF_COUNTERS

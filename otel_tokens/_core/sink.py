@@ -11,11 +11,22 @@ is closed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from otel_tokens._base.fingerprint import KeyFingerprinter
 from otel_tokens._base.meters import MeterEvent, MeterSpec
 from otel_tokens._base.usage import Usage
+
+
+class BudgetPoint(NamedTuple):
+    """One budget as the budget gauges report it."""
+
+    #: llm.budget.scope, llm.budget.subject, llm.budget.period and llm.budget.unit.
+    attributes: dict[str, str]
+    spent: float
+    remaining: float
+    #: Seconds until it runs out at the last hour's rate; None: not before it resets.
+    exhaustion_s: float | None
 
 
 @runtime_checkable
@@ -49,6 +60,9 @@ class UsageSink(Protocol):
         Raises:
             ValueError: `theirs` makes other key ids than the sink's are made with.
         """
+
+    def budget_points(self) -> list[BudgetPoint]:
+        """Where each budget stands, from memory; never raises."""
 
     def add_source(self, drain: Callable[[], object]) -> None:
         """Call `drain()` first whenever the sink flushes or closes (it holds rows bound

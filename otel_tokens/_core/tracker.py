@@ -22,6 +22,7 @@ from otel_tokens._core.aggregator import Aggregator, Later, Queued
 from otel_tokens._core.conventions import MODALITY_COUNTERS, naming
 from otel_tokens._core.custom_meter import CustomMeter
 from otel_tokens._core.drops import Drops, ledger_drops
+from otel_tokens._core.gauges import create_gauges
 from otel_tokens._core.handoff import Handoff
 from otel_tokens._core.ratelimits import RateLimitBoard
 from otel_tokens._core.series import SeriesTable
@@ -177,13 +178,7 @@ class TokenTracker:
                 description=counter.description,
             )
         self._modality = MODALITY_COUNTERS if chosen.latest else frozenset()
-        for index, gauge in enumerate(spec.RATELIMIT_GAUGES):
-            meter.create_observable_gauge(
-                gauge.name,
-                callbacks=[self._limits_callback(index)],
-                unit=gauge.unit,
-                description=gauge.description,
-            )
+        create_gauges(meter, self._limits_callback, ledger)
 
     def _start_afresh(self) -> None:
         """Empty totals; also what a forked child starts from, so it reports only its own

@@ -14,8 +14,10 @@ from otel_tokens._base.fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._base.meters import MeterEvent, MeterSpec, meter_spec
 from otel_tokens._base.shutdown import LEDGERS, at_exit, exit_budget, shutdown_timeout
 from otel_tokens._base.usage import Usage
-from otel_tokens._base.warn import logger
+from otel_tokens._base.warn import WarnOnce, logger
 from otel_tokens._core.custom_meter import CustomMeter
+from otel_tokens._ledger.budget_book import BudgetBook
+from otel_tokens._ledger.budgeting import LedgerBudgets
 from otel_tokens._ledger.keys import LedgerKeys
 from otel_tokens._ledger.reading import LedgerReading
 from otel_tokens._ledger.rows import QueuedUsage, RowMaker
@@ -45,7 +47,7 @@ def open_store(target: str | os.PathLike[str]) -> Store:
     return SQLiteStore(text)
 
 
-class UsageLedger(LedgerReading):
+class UsageLedger(LedgerReading, LedgerBudgets):
     """A durable record of every request's usage per API key, queryable by period.
 
     `record()` only queues a row; one background thread writes the queue in batches (when
@@ -135,6 +137,8 @@ class UsageLedger(LedgerReading):
         self._sources: list[Callable[[], Callable[[], object] | None]] = []
         self._inherited: list[Store] = []  # a forked child's copy of its parent's connections
         self._rows = RowMaker(prices, self._keys.get, self._drop, self.target)
+        self._book = BudgetBook(lambda: self._store, interval_s=flush_interval_s / 4,
+                                warn=WarnOnce(), target=self.target)  # fmt: skip
         self._writer = Writer(
             lambda: self._store,
             self._rows,
@@ -143,11 +147,16 @@ class UsageLedger(LedgerReading):
             batch_size=batch_size,
             interval_s=float(flush_interval_s),
             block=when_full == "block",
+            book=self._book,
         )
         me = weakref.ref(self)
         at_exit(functools.partial(_close_at_exit, me), LEDGERS)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=lambda: _start_afresh_in_child(me))
+            os.register_at_fork(
+                before=lambda: _call(me, "before_fork"),
+                after_in_parent=lambda: _call(me, "after_fork_in_parent"),
+                after_in_child=lambda: _start_afresh_in_child(me),
+            )
 
     @property
     def _store(self) -> Store:
@@ -226,7 +235,10 @@ class UsageLedger(LedgerReading):
             True when everything queued before the call is written (or dropped).
         """
         self._drain_sources()
-        return self._writer.flush(timeout_s)
+        written = self._writer.flush(timeout_s)
+        if written and self._book.has_budgets:  # and what other replicas wrote, for budgets
+            self._book.tick(force=True)
+        return written
 
     def close(self, timeout_s: float | None = None) -> bool:
         """Write everything queued (what the trackers feeding it hold too), stop the writer
@@ -332,6 +344,12 @@ class UsageLedger(LedgerReading):
         return [CustomMeter(spec, sink=self, drop=self._drop) for spec in self._store.meters()]
 
 
+def _call(ref: weakref.ref[UsageLedger], name: str) -> None:
+    ledger = ref()
+    if ledger is not None:
+        getattr(ledger._book, name)()
+
+
 def _start_afresh_in_child(ref: weakref.ref[UsageLedger]) -> None:
     ledger = ref()
     if ledger is not None and not ledger._closed:
@@ -339,6 +357,7 @@ def _start_afresh_in_child(ref: weakref.ref[UsageLedger]) -> None:
         ledger._sources_lock = threading.Lock()
         ledger._reopening = threading.Lock()
         ledger._rows.start_afresh()
+        ledger._book.start_afresh()
         ledger._writer.start_afresh()
 
 

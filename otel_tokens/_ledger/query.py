@@ -26,6 +26,7 @@ from otel_tokens._pricing.prices import PICO_PER_USD
 #: What `by=` may name, and the column each reads.
 GROUPS = {
     "key": "key_id",
+    "team": "team",
     "provider": "provider",
     "model": "model",
     "scenario": "scenario",
@@ -101,16 +102,18 @@ def check_groups(by: Sequence[str]) -> tuple[str, ...]:
 
 
 def query(
-    store: Store, period: Period, by: Sequence[str], *, key_id: str | None
-) -> list[UsageTotals]:
-    """The usage in `period`, one `UsageTotals` per group, in group order."""
+    store: Store, period: Period, by: Sequence[str], *, key_id: str | None,
+    team: str | None = None,
+) -> list[UsageTotals]:  # fmt: skip
+    """The usage in `period` (only `key_id`'s and `team`'s, when given), one `UsageTotals`
+    per group, in group order."""
     groups = check_groups(by)
 
     def hours(first: int, end: int, dims: list[str], bucket: str | None) -> list[Row]:
-        return store.hourly_sums(first, end, key_id=key_id, dims=dims, bucket=bucket)
+        return store.hourly_sums(first, end, key_id=key_id, dims=dims, bucket=bucket, team=team)
 
     def requests(start: int, end: int, dims: list[str]) -> list[Row]:
-        return store.request_sums(start, end, key_id=key_id, dims=dims)
+        return store.request_sums(start, end, key_id=key_id, dims=dims, team=team)
 
     def new(group: dict[str, str]) -> UsageTotals:
         return UsageTotals(group=group)

@@ -46,9 +46,10 @@ class LedgerReading:
         key_id: str | None = None,
         api_key: str | None = None,
         tz: str | None = None,
+        team: str | None = None,
     ) -> list[UsageTotals]:
-        """Usage over `period`, grouped by any of key, provider, model, scenario, status
-        and day or hour.
+        """Usage over `period`, grouped by any of key, team, provider, model, scenario,
+        status and day or hour.
 
         Args:
             period: `today`, `yesterday`, `24h`, `7d`, `30d`, `this-month`, `last-month`,
@@ -57,6 +58,7 @@ class LedgerReading:
             key_id: only this key's usage (its fingerprint).
             api_key: only this key's usage, given as the key itself.
             tz: the IANA time zone days and months begin in; UTC by default.
+            team: only this team's usage (`Usage.team`; "" for requests without one).
 
         Raises:
             ValueError: an unknown period, group or time zone, or an api_key without a
@@ -64,7 +66,8 @@ class LedgerReading:
         """
         check_groups(by)
         found = self._key_id(key_id, api_key)
-        return query(self._store, parse_period(period, zone_named(tz)), by, key_id=found)
+        window = parse_period(period, zone_named(tz))
+        return query(self._store, window, by, key_id=found, team=team)
 
     def period(self, period: str, *, tz: str | None = None) -> Period:
         """The period `period` names, for showing what a query covered."""

@@ -66,6 +66,7 @@ class RequestRow(NamedTuple):
     system_tokens: int
     cost_pico: int | None
     latency_s: float | None
+    team: str
 
 
 class EventRow(NamedTuple):
@@ -134,14 +135,16 @@ class RowMaker:
         texts = storable(
             usage.request_id or self._new_uid(), key_id or "", usage.provider, usage.model,
             usage.request_model or usage.model, usage.operation, usage.scenario or "",
-            usage.user_tier or "", usage.status, usage.error_type or "",
+            usage.user_tier or "", usage.status, usage.error_type or "", usage.team or "",
         )  # fmt: skip
-        uid, key, provider, model, request_model, operation, scenario, tier, status, error = texts
+        uid, key, provider, model, request_model, operation, scenario, tier, status, error, team = (
+            texts
+        )
         return RequestRow(
             uid, at_us, key, provider, model, request_model, operation, scenario, tier, status,
             error or None, int(usage.streamed), usage.input_tokens, usage.output_tokens,
             usage.cache_read_tokens, usage.cache_write_tokens, usage.reasoning_tokens,
-            usage.system_tokens, cost_pico, usage.latency_s,
+            usage.system_tokens, cost_pico, usage.latency_s, team,
         )  # fmt: skip
 
     def event_row(self, event: MeterEvent) -> EventRow:

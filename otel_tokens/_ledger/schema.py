@@ -1,8 +1,9 @@
 """The ledger's tables, as numbered migrations written once for SQLite and PostgreSQL.
 
 `otel_tokens_requests` holds one row per request; `otel_tokens_hourly` the same numbers
-summed per key x provider x model x scenario x status x UTC hour, kept up to date in the
-transaction that inserts the requests, so that a period query reads hours, not requests.
+summed per key x team x provider x model x scenario x status x UTC hour, kept up to date in
+the transaction that inserts the requests, so that a period query reads hours, not requests.
+`otel_tokens_budgets` holds the budgets set on keys, teams or everything.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ REQUEST_COLUMNS = (
     "uid", "at_us", "key_id", "provider", "model", "request_model", "operation", "scenario",
     "user_tier", "status", "error_type", "streamed", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "system_tokens",
-    "cost_pico", "latency_s",
+    "cost_pico", "latency_s", "team",
 )  # fmt: skip
 #: Token columns, summed in the hourly table under the same names.
 TOKEN_COLUMNS = (
@@ -23,8 +24,8 @@ TOKEN_COLUMNS = (
     "reasoning_tokens", "system_tokens",
 )  # fmt: skip
 #: What a query may group by, besides time.
-DIMENSIONS = ("key_id", "provider", "model", "scenario", "status")
-HOURLY_KEY = ("key_id", "hour", "provider", "model", "scenario", "status")
+DIMENSIONS = ("key_id", "team", "provider", "model", "scenario", "status")
+HOURLY_KEY = ("key_id", "hour", "provider", "model", "scenario", "status", "team")
 #: The columns of a custom meter's event row, in the order the writer passes them; d1..d4
 #: hold the values of the meter's dimensions, in the order it defines them.
 EVENT_COLUMNS = ("meter", "uid", "at_us", "key_id", "d1", "d2", "d3", "d4", "value_micro")
@@ -35,6 +36,25 @@ US_PER_HOUR = 3_600_000_000
 
 #: The table of the ledger's own settings (which secret its key ids are made with).
 SETTINGS = "otel_tokens_settings"
+#: The columns of a budget row; the first four name it.
+BUDGET_COLUMNS = ("scope", "subject", "period", "unit", "amount", "tz", "set_at_us")
+
+
+def _hourly_table(name: str, big: str, tokens: str) -> str:
+    return f"""CREATE TABLE {name} (
+    key_id TEXT NOT NULL,
+    hour {big} NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    status TEXT NOT NULL,
+    requests {big} NOT NULL,
+{tokens},
+    cost_pico {big} NOT NULL,
+    unpriced_tokens {big} NOT NULL,
+    last_at_us {big} NOT NULL{{team}},
+    PRIMARY KEY ({{key}})
+)"""
 
 
 def _migrations(autoincrement: str, big: str, real: str, *, private: str) -> list[list[str]]:
@@ -62,20 +82,9 @@ def _migrations(autoincrement: str, big: str, real: str, *, private: str) -> lis
 )""",
             "CREATE INDEX otel_tokens_requests_key_at ON otel_tokens_requests (key_id, at_us)",
             "CREATE INDEX otel_tokens_requests_at ON otel_tokens_requests (at_us)",
-            f"""CREATE TABLE otel_tokens_hourly (
-    key_id TEXT NOT NULL,
-    hour {big} NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    scenario TEXT NOT NULL,
-    status TEXT NOT NULL,
-    requests {big} NOT NULL,
-{tokens},
-    cost_pico {big} NOT NULL,
-    unpriced_tokens {big} NOT NULL,
-    last_at_us {big} NOT NULL,
-    PRIMARY KEY ({", ".join(HOURLY_KEY)})
-)""",
+            _hourly_table("otel_tokens_hourly", big, tokens).format(
+                team="", key=", ".join(HOURLY_KEY[:-1])
+            ),
             "CREATE INDEX otel_tokens_hourly_hour ON otel_tokens_hourly (hour)",
         ],
         [  # 2: custom meters, their events and the events' hourly sums
@@ -115,6 +124,28 @@ def _migrations(autoincrement: str, big: str, real: str, *, private: str) -> lis
         [  # 3: settings, one JSON value per name
             f"CREATE TABLE {SETTINGS} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
             *([private] if private else []),
+        ],
+        [  # 4: a team on every request, summed per team too; budgets
+            "ALTER TABLE otel_tokens_requests ADD COLUMN team TEXT NOT NULL DEFAULT ''",
+            _hourly_table("otel_tokens_hourly_4", big, tokens).format(
+                team=",\n    team TEXT NOT NULL", key=", ".join(HOURLY_KEY)
+            ),
+            f"""INSERT INTO otel_tokens_hourly_4 SELECT key_id, hour, provider, model, scenario,
+    status, requests, {", ".join(TOKEN_COLUMNS)}, cost_pico, unpriced_tokens, last_at_us, ''
+FROM otel_tokens_hourly""",
+            "DROP TABLE otel_tokens_hourly",
+            "ALTER TABLE otel_tokens_hourly_4 RENAME TO otel_tokens_hourly",
+            "CREATE INDEX otel_tokens_hourly_hour ON otel_tokens_hourly (hour)",
+            """CREATE TABLE otel_tokens_budgets (
+    scope TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    period TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    tz TEXT NOT NULL,
+    set_at_us {big} NOT NULL,
+    PRIMARY KEY (scope, subject, period, unit)
+)""".replace("{big}", big),
         ],
     ]
 
@@ -166,13 +197,13 @@ def hourly_upsert(source: str, *, greatest: str) -> str:
     )
     return f"""INSERT INTO otel_tokens_hourly ({", ".join(HOURLY_KEY)}, requests,
     {", ".join(TOKEN_COLUMNS)}, cost_pico, unpriced_tokens, last_at_us)
-SELECT key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status, COUNT(*), {sums},
+SELECT key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status, team, COUNT(*), {sums},
     COALESCE(SUM(cost_pico), 0),
     SUM(CASE WHEN cost_pico IS NULL THEN input_tokens + output_tokens ELSE 0 END),
     MAX(at_us)
 FROM {source}
-GROUP BY key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status
-ORDER BY key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status
+GROUP BY key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status, team
+ORDER BY key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status, team
 ON CONFLICT ({", ".join(HOURLY_KEY)}) DO UPDATE SET {updates},
     last_at_us = {greatest}(otel_tokens_hourly.last_at_us, excluded.last_at_us)"""
 

@@ -219,12 +219,14 @@ def _integer(fields: dict[str, Any], name: str, *, optional: bool = False, low: 
 
 
 def _request_row(fields: Any) -> RequestRow:
+    if isinstance(fields, dict) and "team" not in fields:  # written before teams were stored
+        fields = {**fields, "team": ""}
     found = _fields(fields, REQUEST_COLUMNS)
     _text(found, "uid", limit=_MAX_ID)
     if not found["uid"]:
         msg = "uid must not be empty"
         raise ValueError(msg)
-    for name in ("key_id", "provider", "model", "operation", "scenario", "user_tier"):
+    for name in ("key_id", "provider", "model", "operation", "scenario", "user_tier", "team"):
         _text(found, name)
     for name in ("request_model", "error_type"):
         _text(found, name, optional=True)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from typing import Any
 
 from otel_tokens._base.meters import MeterSpec
+from otel_tokens._ledger.budgets import Budget
 from otel_tokens._ledger.schema import (
+    BUDGET_COLUMNS,
     DIMENSIONS,
     EVENT_COLUMNS,
     EVENT_DIMENSIONS,
@@ -137,26 +140,30 @@ class Store:
         key_id: str | None,
         dims: Sequence[str],
         bucket: str | None,
+        team: str | None = None,
     ) -> list[Row]:
         """Sums of the hours [first_hour, end_hour), grouped by `dims` and, when given, the
-        `bucket` expression (`bucket_sql()`) of each hour."""
+        `bucket` expression (`bucket_sql()`) of each hour; only `team`'s when given."""
         groups = [*dims, _checked_bucket(bucket)] if bucket else list(dims)
         span = ("otel_tokens_hourly", "hour", first_hour, end_hour)
-        return self._sums(span, key_id, groups, _HOURLY_SUMS)
+        return self._sums(span, key_id, team, groups, _HOURLY_SUMS)
 
     def request_sums(
-        self, start_us: int, end_us: int, *, key_id: str | None, dims: Sequence[str]
-    ) -> list[Row]:
+        self, start_us: int, end_us: int, *, key_id: str | None, dims: Sequence[str],
+        team: str | None = None,
+    ) -> list[Row]:  # fmt: skip
         """Sums of the requests in [start_us, end_us), grouped by `dims`."""
         span = ("otel_tokens_requests", "at_us", start_us, end_us)
-        return self._sums(span, key_id, list(dims), _REQUEST_SUMS)
+        return self._sums(span, key_id, team, list(dims), _REQUEST_SUMS)
 
     def _sums(
-        self, span: tuple[str, str, int, int], key_id: str | None, groups: list[str], sums: str
-    ) -> list[Row]:
+        self, span: tuple[str, str, int, int], key_id: str | None, team: str | None,
+        groups: list[str], sums: str,
+    ) -> list[Row]:  # fmt: skip
         """`sums` of `table` where `start <= column < end`, by `groups`; empty groups left out."""
         _check_dimensions([g for g in groups if not BUCKET_SQL.fullmatch(g)])
-        rows = self._select(span, [], key_id, groups, groups, sums)
+        where = [] if team is None else [("team = ?", team)]
+        rows = self._select(span, where, key_id, groups, groups, sums)
         return [row for row in rows if row[len(groups)]]
 
     def _select(  # noqa: PLR0917 - private; the parts of one SELECT
@@ -248,6 +255,40 @@ class Store:
         stored = self.setting(name)
         assert stored is not None  # just inserted, or there already
         return stored
+
+    # Budgets
+
+    def budgets(self) -> list[Budget]:
+        """Every budget, in name order."""
+        columns = ", ".join(BUDGET_COLUMNS[:-1])
+        rows = self._fetch(
+            f"SELECT {columns} FROM otel_tokens_budgets ORDER BY scope, subject, period, unit", []
+        )
+        return [
+            Budget(scope, subject, Decimal(amount), unit, period, tz)
+            for scope, subject, period, unit, amount, tz in rows
+        ]
+
+    def put_budget(self, budget: Budget, set_at_us: int) -> None:
+        """Store `budget`, replacing the one of the same name."""
+        insert = (
+            f"INSERT INTO otel_tokens_budgets ({', '.join(BUDGET_COLUMNS)}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, subject, period, unit) DO UPDATE SET "
+            "amount = excluded.amount, tz = excluded.tz, set_at_us = excluded.set_at_us"
+        )
+        row = (*budget.name, str(budget.amount), budget.tz, set_at_us)
+        self._execute([(self._sql(insert), row)])
+
+    def remove_budgets(self, name: Sequence[str | None]) -> int:
+        """Delete the budgets whose (scope, subject, period, unit) match `name`, None
+        matching any; how many were deleted."""
+        conditions, params = [], []
+        for column, value in zip(("scope", "subject", "period", "unit"), name, strict=True):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return self._execute([(self._sql(f"DELETE FROM otel_tokens_budgets{where}"), params)])[0]
 
     # Custom meters
 

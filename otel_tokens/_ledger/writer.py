@@ -12,6 +12,7 @@ from typing import TypeVar
 from otel_tokens._base.meters import MeterEvent
 from otel_tokens._base.text import said
 from otel_tokens._base.warn import WarnOnce
+from otel_tokens._ledger.budget_book import BudgetBook
 from otel_tokens._ledger.rows import EventRow, Queued, QueuedUsage, RequestRow, RowMaker
 from otel_tokens._ledger.store import Store
 
@@ -32,6 +33,8 @@ class Writer:
         batch_size: the most rows written in one transaction.
         interval_s: the longest an entry waits while the writer keeps up.
         block: whether `put()` waits for room instead of dropping.
+        book: the budgets, told of each batch of requests committed and brought up to date
+            on every tick.
     """
 
     def __init__(
@@ -44,8 +47,10 @@ class Writer:
         batch_size: int,
         interval_s: float,
         block: bool,
+        book: BudgetBook,
     ) -> None:
         self._store = store
+        self._book = book
         self._rows = rows
         self._target = target
         self._capacity = capacity
@@ -124,6 +129,8 @@ class Writer:
                     return
             while self._queue:  # all that is queued now, a batch at a time
                 self._write_some()
+                self._book.tick()
+            self._book.tick()
 
     def _write_some(self) -> None:
         queue = self._queue
@@ -147,7 +154,7 @@ class Writer:
                     self.drop("internal_error", "making its row failed (a bug: please report it)")
             store = self._store()
             if requests:
-                self._write_batch(store, store.write, requests)
+                self._write_batch(store, self._write_requests(store), requests)
             if events:
                 self._write_batch(store, store.write_events, events)
         finally:
@@ -155,6 +162,15 @@ class Writer:
                 self._done += len(entries)
                 self._in_flight = 0
                 self._cond.notify_all()
+
+    def _write_requests(self, store: Store) -> Callable[[Sequence[RequestRow]], int]:
+        def write(batch: Sequence[RequestRow]) -> int:
+            with self._book.committing():
+                added = store.write(batch)
+                self._book.added(batch, added)
+            return added
+
+        return write
 
     def _write_batch(
         self, store: Store, write: Callable[[Sequence[_Row]], int], batch: Sequence[_Row]
