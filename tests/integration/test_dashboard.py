@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 import otel_tokens
-from otel_tokens import ModelPrice, PriceTable, TokenTracker, Usage, configure
+from otel_tokens import ModelPrice, PriceTable, TokenTracker, Usage, UsageLedger, configure
 from otel_tokens._base.ratelimit import RateLimits, Reading
 from otel_tokens._core import instruments as spec
 from otel_tokens._core.drops import RECORD_REASONS
@@ -55,6 +55,8 @@ USAGE_METRICS = frozenset(
 SELF_METRICS = frozenset(c.prometheus for c in spec.SELF_COUNTERS)
 #: Rate-limit headroom: a provider and the model asked for, but no scenario or tier.
 RATELIMIT_METRICS = frozenset(g.prometheus for g in spec.RATELIMIT_GAUGES)
+#: Budgets of the usage ledger: no provider, model, scenario or tier at all.
+BUDGET_METRICS = frozenset(g.prometheus for g in spec.BUDGET_GAUGES)
 
 #: What Grafana puts in for its own variables when the test evaluates a query. Windows are
 #: wide enough to hold every sample of the run, so rates compare the two recorded phases.
@@ -229,6 +231,8 @@ def test_dashboard_covers_what_the_issue_asks_for() -> None:
     shown(
         "Rate-limit headroom", spec.RATELIMIT_REMAINING.prometheus, spec.RATELIMIT_LIMIT.prometheus
     )
+    shown("Budget spent", spec.BUDGET_SPENT.prometheus, spec.BUDGET_REMAINING.prometheus)
+    shown("Budget runs out in", spec.BUDGET_EXHAUSTION.prometheus)
     for what in ("models", "providers"):
         shown(f"Top {what} by tokens", spec.INPUT_TOKENS.prometheus, spec.OUTPUT_TOKENS.prometheus)
         shown(f"Top {what} by cost", spec.COST.prometheus)
@@ -245,13 +249,14 @@ def _panel_targets() -> dict[str, list[dict[str, Any]]]:
 
 def test_dashboard_queries_name_only_the_packages_metrics_and_honour_the_variables() -> None:
     dashboard = _dashboard()
-    allowed = USAGE_METRICS | SELF_METRICS | RATELIMIT_METRICS | _recorded_names()
+    allowed = (USAGE_METRICS | SELF_METRICS | RATELIMIT_METRICS | BUDGET_METRICS
+               | _recorded_names())  # fmt: skip
     for title, target in _targets(dashboard):
         selectors = _selectors(target["expr"])
         assert selectors, (title, target["expr"])
         for name, matchers in selectors:
             assert name in allowed, f"{title}: {name} is not a metric otel_tokens exports"
-            if name in SELF_METRICS:
+            if name in SELF_METRICS | BUDGET_METRICS:
                 # No such labels on the package's own metrics: a chosen value would empty them.
                 assert not set(matchers) & set(FILTER), (title, name)
             elif name in RATELIMIT_METRICS:
@@ -272,7 +277,8 @@ def test_dashboard_queries_name_only_the_packages_metrics_and_honour_the_variabl
 
 def test_rules_name_only_the_packages_metrics_and_are_complete() -> None:
     rules = _rules()
-    allowed = USAGE_METRICS | SELF_METRICS | RATELIMIT_METRICS | _recorded_names()
+    allowed = (USAGE_METRICS | SELF_METRICS | RATELIMIT_METRICS | BUDGET_METRICS
+               | _recorded_names())  # fmt: skip
     records = [rule for rule in rules if "record" in rule]
     alerts = [rule for rule in rules if "alert" in rule]
     assert {"llm:tokens:rate5m", "llm:cost_usd:rate1h", "llm:requests:error_ratio5m"} <= {
@@ -280,7 +286,7 @@ def test_rules_name_only_the_packages_metrics_and_are_complete() -> None:
     }
     assert {a["alert"] for a in alerts} >= {
         "LLMErrorRatioHigh", "LLMCostBurnHigh", "LLMUnpricedTokens", "OtelTokensRecordsDropped",
-        "LLMRateLimitHeadroomLow",
+        "LLMRateLimitHeadroomLow", "LLMBudgetMostlySpent", "LLMBudgetRunsOutSoon",
     }  # fmt: skip
     for rule in rules:
         for name, _ in _selectors(rule["expr"]):
@@ -473,6 +479,20 @@ def _recorded() -> list[tuple[Usage, bool]]:
     return [(u, False) for u in _workload()] * PHASES + [(PROBE, True)] * PHASES
 
 
+#: What the whole run costs, and its tokens (input and output).
+RUN_COST = sum(Decimal(PRICES.cost_pico(u) or 0) for u, _ in _recorded()) / 10**12
+RUN_TOKENS = sum(u.input_tokens + u.output_tokens for u, _ in _recorded())
+#: Budgets of the ledger the tracker writes: all of the run is spent within the last hour, so
+#: its burn per hour is the run's cost. 24h: 90% spent, runs out in 400 s (both alerts);
+#: 7d: 20% spent, runs out in 4 hours (the forecast alert only); tokens: 0.1% spent, runs
+#: out in 999 hours (neither).
+BUDGETS: list[tuple[Decimal | int, dict[str, str]]] = [
+    ((RUN_COST / Decimal("0.9")).quantize(Decimal("1e-9")), {"period": "24h"}),
+    (RUN_COST * 5, {"period": "7d"}),
+    (RUN_TOKENS * 1000, {"period": "30d", "unit": "tokens"}),
+]
+
+
 def _total(field: str, where: Callable[[Usage], bool] = lambda u: True) -> int:
     return sum(getattr(u, field) for u, _ in _recorded() if where(u))
 
@@ -509,9 +529,12 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
             "the dashboard's and the rules' PromQL are checked against a real Prometheus"
         )
     telemetry = configure(exporters="prometheus", prometheus_port=0)
+    ledger = UsageLedger(tmp_path_factory.mktemp("ledger") / "usage.db", flush_interval_s=0.2)
     server = None
     try:
-        tracker = telemetry.tracker(prices=PRICES, max_series=MAX_SERIES)
+        for amount, options in BUDGETS:
+            ledger.set_budget(amount, **options)
+        tracker = telemetry.tracker(prices=PRICES, max_series=MAX_SERIES, ledger=ledger)
         _record_phase(tracker)
         for usage, limits in RATE_LIMITS:  # as MeteredTransport hands them on from headers
             tracker._rate_limits(usage, limits)
@@ -531,6 +554,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         if server is not None:
             stop(server.process)
         telemetry.shutdown()
+        ledger.close()
 
 
 def _all_values() -> dict[str, str]:
@@ -818,6 +842,8 @@ def test_alerts_fire_for_the_workload(prometheus: Prometheus) -> None:
         ("OtelTokensRecordsDropped", "openai", "", "negative_tokens"),
         ("OtelTokensSeriesOverflow", "openai", "", ""),
         ("LLMRateLimitHeadroomLow", "openai", "gpt-4o-mini", ""),  # 6% of its token limit left
+        ("LLMBudgetMostlySpent", "", "", ""),  # the 24h budget (see BUDGETS)
+        ("LLMBudgetRunsOutSoon", "", "", ""),  # the 24h and 7d budgets
     }
 
     def active() -> set[tuple[str, str, str, str]]:
@@ -838,3 +864,9 @@ def test_alerts_fire_for_the_workload(prometheus: Prometheus) -> None:
     (unpriced,) = [a for a in alerts if a["labels"]["alertname"] == "LLMUnpricedTokens"]
     assert unpriced["labels"]["severity"] == "warning"
     assert "Qwen/Qwen3-32B" in unpriced["annotations"]["summary"]
+    budgets = Counter(
+        (a["labels"]["alertname"], a["labels"]["llm_budget_period"]) for a in alerts
+        if a["labels"]["alertname"].startswith("LLMBudget")
+    )  # fmt: skip
+    assert budgets == {("LLMBudgetMostlySpent", "24h"): 1, ("LLMBudgetRunsOutSoon", "24h"): 1,
+                       ("LLMBudgetRunsOutSoon", "7d"): 1}  # fmt: skip
