@@ -31,6 +31,7 @@ from otel_tokens._core.tracker import TokenTracker
 from otel_tokens._demo.limits import SimulatedLimits
 from otel_tokens._demo.summary import Totals, progress, summary_table
 from otel_tokens._demo.upstream import Tokens, error_body, response_body, stream_events
+from otel_tokens._ledger.budgets import status_table
 from otel_tokens._ledger.ledger import UsageLedger
 from otel_tokens.providers import (
     AnthropicStream,
@@ -108,6 +109,14 @@ TIERS = (("free", 50), ("pro", 35), ("enterprise", 15))
 #: The gateway's callers, by API key, and how much of the traffic each sends.
 KEYS = (("sk-demo-acme", 40), ("sk-demo-globex", 25), ("sk-demo-initech", 20),
         ("sk-demo-hooli", 10), ("sk-demo-umbrella", 5))  # fmt: skip
+#: Each caller's team (`Usage.team`), which budgets can be set on.
+TEAMS = {"sk-demo-acme": "search", "sk-demo-globex": "support", "sk-demo-initech": "search",
+         "sk-demo-hooli": "research", "sk-demo-umbrella": "research"}  # fmt: skip
+#: The budgets the demo sets on a ledger that has none: (amount, options of set_budget). At
+#: about a dollar a second, research's runs out within a minute and the others' do not.
+BUDGETS = ((50, {"team": "search", "period": "day"}), (20, {"team": "support", "period": "day"}),
+           (5, {"team": "research", "period": "day"}), (500, {"period": "24h"}),
+           (50_000_000, {"unit": "tokens", "period": "month"}))  # fmt: skip
 #: The fingerprint secret the demo uses when OTEL_TOKENS_API_KEY_SECRET is not set.
 DEMO_SECRET = "otel-tokens-demo-secret-not-for-production"
 #: Share of chat requests that also call a web search tool, metered by a custom meter.
@@ -150,7 +159,7 @@ async def _one_request(tracker: TokenTracker, rng: random.Random, searches: Cust
         "provider": profile.provider, "request_model": profile.model,
         "operation": profile.operation, "scenario": profile.scenario,
         "user_tier": rng.choices([t for t, _ in TIERS], [w for _, w in TIERS])[0],
-        "server_address": profile.server or None, "api_key": api_key,
+        "server_address": profile.server or None, "api_key": api_key, "team": TEAMS[api_key],
         "system_tokens": rng.choice((0, 0, 0, 40, 120)),  # the gateway's own moderation call
     }  # fmt: skip
     if profile.operation == "chat" and rng.random() < WEB_SEARCH:
@@ -295,6 +304,9 @@ def run_demo(
     target = ledger or os.path.join(tempfile.mkdtemp(prefix="otel-tokens-demo-"), "usage.db")
     secret = os.environ.get(SECRET_ENV) or DEMO_SECRET
     usage_ledger = UsageLedger(target, api_key_secret=secret)
+    if not usage_ledger.budgets():  # a ledger of the user's own keeps its budgets
+        for amount, options in BUDGETS:
+            usage_ledger.set_budget(amount, **options)
     reader = InMemoryMetricReader()
     exporters = ["prometheus", "otlp"] if otlp else ["prometheus"]
     telemetry = configure(
@@ -330,9 +342,14 @@ def run_demo(
         out.write("\n" + summary_table(Totals(reader)) + "\n")
         telemetry.tracker().flush()  # also writes the ledger
         where = ledger or usage_ledger.target
+        statuses = sorted(usage_ledger.budget_statuses(), key=lambda s: s.budget.name)
+        out.write(f"\nBudgets (llm.budget.* gauges; a gateway asks ledger.remaining()):\n"
+                  f"{status_table(statuses)}\n")  # fmt: skip
         out.write(
             f"\nThe usage ledger holds every request by API key (fingerprinted). Try:\n"
             f"  otel-tokens usage --ledger {where} --by key,model\n"
+            f"  otel-tokens usage --ledger {where} --by team\n"
+            f"  otel-tokens budget list --ledger {where}\n"
             f"  otel-tokens usage --ledger {where} --meter web_search.calls --by engine\n"
         )
     finally:
