@@ -189,17 +189,9 @@ def _cost(table: PriceTable, usage: Usage) -> None:
 
 
 def _priced_as(table: PriceTable, model: str) -> str | None:
-    """The name `model` is priced under: itself, or the name without its date suffix."""
-    if table.prices(model):
-        return model
-    try:
-        found = table.rates(Usage(provider="otel-tokens", model=model))
-    except ValueError:
-        return None
-    if found is None:
-        return None
-    names = [name for name in table.models if model.startswith(f"{name}-")]
-    return max(names, key=len) if names else None
+    """The name `model` is priced under: itself, or as the tracker finds it (without its date
+    suffix, Gemini's `models/` prefix or Vertex AI's `@version`)."""
+    return table.priced_as(model)
 
 
 def _day(price: ModelPrice) -> int:

@@ -60,9 +60,20 @@ def test_show_prints_every_tier_and_the_exact_cost(
 
 
 def test_show_prices_a_dated_snapshot_by_its_model(capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, _ = run(capsys, "prices", "show", "gpt-4o-2024-08-06")
+    # gpt-4o-2024-08-06 has a row of its own now; this snapshot still has none.
+    status, out, _ = run(capsys, "prices", "show", "claude-sonnet-4-5-20250929")
     assert status == 0
-    assert out.startswith("gpt-4o-2024-08-06 (priced as gpt-4o): USD per million tokens")
+    assert out.startswith(
+        "claude-sonnet-4-5-20250929 (priced as claude-sonnet-4-5): USD per million tokens"
+    )
+
+
+def test_show_prices_a_vertex_id_by_its_model(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "prices", "show", "claude-sonnet-4-5@20250929")
+    assert status == 0
+    assert out.startswith(
+        "claude-sonnet-4-5@20250929 (priced as claude-sonnet-4-5): USD per million tokens"
+    )
 
 
 def test_show_an_unknown_model_names_close_ones(capsys: pytest.CaptureFixture[str]) -> None:
