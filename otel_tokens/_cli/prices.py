@@ -42,6 +42,14 @@ def _count(text: str) -> int:
     return value
 
 
+def _day_of(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        msg = f"must be a day as YYYY-MM-DD, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 def add_commands(commands: Any) -> None:
     """Add `prices` and its subcommands to the `otel-tokens` subparsers `commands`."""
     table = argparse.ArgumentParser(add_help=False)
@@ -63,7 +71,8 @@ def add_commands(commands: Any) -> None:
         parents=[table],
         help="a model's rates per class, and what a request would cost",
         description="A model's rates in USD per million tokens, per class, tier and day; with "
-        "token counts, what such a request costs today, per class and in total. Counts are "
+        "token counts, what such a request costs today (or on --on), per class and in total. "
+        "Counts are "
         "the Usage fields: --input includes cached tokens, --output includes reasoning.",
     )
     show.add_argument("model", metavar="MODEL")
@@ -72,9 +81,14 @@ def add_commands(commands: Any) -> None:
         ("--output", "output tokens, reasoning included"),
         ("--cache-read", "input tokens read from the prompt cache"),
         ("--cache-write", "input tokens written to the prompt cache"),
+        ("--cache-write-1h", "of the cache writes, those cached for an hour"),
         ("--reasoning", "reasoning tokens"),
     ):
         show.add_argument(flag, type=_count, metavar="N", help=what)
+    show.add_argument(
+        "--on", type=_day_of, metavar="YYYY-MM-DD",
+        help="cost the request at this day's prices (UTC; default: today)",
+    )  # fmt: skip
     check = which.add_parser(
         "check",
         parents=[table],
@@ -130,7 +144,8 @@ def _show(args: argparse.Namespace) -> int:
         hint = f"; close names: {', '.join(close)}" if close else ""
         print(f"no price for {model}: not in {where}{hint}", file=sys.stderr)
         return 1
-    counts = [args.input, args.output, args.cache_read, args.cache_write, args.reasoning]
+    counts = [args.input, args.output, args.cache_read, args.cache_write, args.reasoning,
+              args.cache_write_1h]  # fmt: skip
     usage = _request(name, counts) if any(c is not None for c in counts) else None
     shown = model if name == model else f"{model} (priced as {name})"
     print(f"{shown}: USD per million tokens, from {where}")
@@ -142,13 +157,16 @@ def _show(args: argparse.Namespace) -> int:
             note = "" if own is not None else f"  (no own price: billed as {_DEFAULTS[cls]})"
             print(f"  {cls:<15}{_per_million(getattr(rates, cls)):>12}{note}")
     if usage is not None:
-        _cost(table, usage)
+        _cost(table, usage, args.on)
     return 0
 
 
 def _request(name: str, counts: list[int | None]) -> Usage:
     """The request the token counts describe; an error when they do not add up."""
-    inputs, output, cache_read, cache_write, reasoning = (c or 0 for c in counts)
+    inputs, output, cache_read, cache_write, reasoning, write_1h = (c or 0 for c in counts)
+    if write_1h > cache_write:
+        msg = "--cache-write counts the 1-hour writes too: give --cache-write >= --cache-write-1h"
+        raise CommandError(msg)
     if cache_read + cache_write > inputs or reasoning > output:
         msg = (
             "--input counts cached tokens too and --output counts reasoning: give --input >= "
@@ -158,28 +176,30 @@ def _request(name: str, counts: list[int | None]) -> Usage:
     try:
         usage = Usage(provider="otel-tokens", model=name, input_tokens=inputs,
                       output_tokens=output, cache_read_tokens=cache_read,
-                      cache_write_tokens=cache_write, reasoning_tokens=reasoning)  # fmt: skip
+                      cache_write_tokens=cache_write, cache_write_1h_tokens=write_1h,
+                      reasoning_tokens=reasoning)  # fmt: skip
     except ValueError as exc:
         msg = f"{exc} (--input counts cached tokens too, --output counts reasoning)"
         raise CommandError(msg) from None
     return usage
 
 
-def _cost(table: PriceTable, usage: Usage) -> None:
+def _cost(table: PriceTable, usage: Usage, on: date | None = None) -> None:
     inputs, output = usage.input_tokens, usage.output_tokens
     cache_read, cache_write = usage.cache_read_tokens, usage.cache_write_tokens
     reasoning = usage.reasoning_tokens
-    rates = table.rates(usage)  # today, UTC
+    rates = table.rates(usage, None if on is None else on.toordinal())  # default: today, UTC
     assert rates is not None  # the model was found above
     tokens = {
         "input": inputs - cache_read - cache_write,
         "output": output - reasoning,
         "cache_read": cache_read,
-        "cache_write": cache_write,
-        "cache_write_1h": 0,
+        "cache_write": cache_write - usage.cache_write_1h_tokens,
+        "cache_write_1h": usage.cache_write_1h_tokens,
         "reasoning": reasoning,
     }
-    print(f"\ncost of this request at today's prices ({inputs:,} input tokens), USD")
+    when = "today's prices" if on is None else f"the prices of {on}"
+    print(f"\ncost of this request at {when} ({inputs:,} input tokens), USD")
     for cls in _CLASSES:
         if tokens[cls]:
             pico = tokens[cls] * getattr(rates, cls)
@@ -189,17 +209,9 @@ def _cost(table: PriceTable, usage: Usage) -> None:
 
 
 def _priced_as(table: PriceTable, model: str) -> str | None:
-    """The name `model` is priced under: itself, or the name without its date suffix."""
-    if table.prices(model):
-        return model
-    try:
-        found = table.rates(Usage(provider="otel-tokens", model=model))
-    except ValueError:
-        return None
-    if found is None:
-        return None
-    names = [name for name in table.models if model.startswith(f"{name}-")]
-    return max(names, key=len) if names else None
+    """The name `model` is priced under: itself, or as the tracker finds it (without its date
+    suffix, Gemini's `models/` prefix or Vertex AI's `@version`)."""
+    return table.priced_as(model)
 
 
 def _day(price: ModelPrice) -> int:

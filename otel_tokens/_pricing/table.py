@@ -36,7 +36,10 @@ class PriceTable:
         prices: model name → its price, or its prices over time and long-context tiers.
             A `Usage` is priced by its response model; failing that, by the response model
             without a date suffix ("gpt-4o-2024-08-06" → "gpt-4o"); failing that, by its
-            request model when the response model is a snapshot of it. Never by a
+            request model when the response model is a snapshot of it. Gemini's `models/`
+            prefix and Vertex AI's `@YYYYMMDD` or `@default` suffix are dropped first when
+            the name itself has no price ("claude-sonnet-4-5@20250929" → "claude-sonnet-4-5").
+            Never by a
             different model that a router chose: that would be a wrong price, not no price.
 
     Raises:
@@ -129,18 +132,18 @@ class PriceTable:
 
     def _find(self, usage: Usage) -> tuple[_Period, ...] | None:
         periods = self._periods
-        found = periods.get(usage.model)
-        if found is not None:
-            return found
-        undated = _without_date_suffix(usage.model)
-        if undated is not None:
-            found = periods.get(undated)
+        for name in _names(usage.model):
+            found = periods.get(name)
             if found is not None:
                 return found
         requested = usage.request_model
         if requested is not None and usage.model.startswith(requested):
             return periods.get(requested)
         return None
+
+    def priced_as(self, model: str) -> str | None:
+        """The name in this table that a response naming `model` is priced under, or None."""
+        return next((name for name in _names(model) if name in self._periods), None)
 
     def cost_pico(self, usage: Usage, on: date | None = None) -> int | None:
         """Cost of `usage` in pico-dollars at the prices of day `on` (today, UTC), or None
@@ -153,6 +156,21 @@ class PriceTable:
         when its model has no price."""
         pico = self.cost_pico(usage, on)
         return None if pico is None else Decimal(pico) / PICO_PER_USD
+
+
+def _names(model: str) -> tuple[str, ...]:
+    """The names `model` is priced under, in order: itself, without its date suffix, and the
+    same two without Gemini's `models/` prefix and Vertex AI's `@version` suffix
+    (`claude-sonnet-4-5@20250929`, `claude-opus-4-6@default`)."""
+    names = [model]
+    bare = model.removeprefix("models/")
+    head, at, version = bare.rpartition("@")
+    if at and head and (version == "default" or (len(version) == 8 and version.isdigit())):
+        bare = head
+    for name in (model, bare):
+        undated = _without_date_suffix(name)
+        names.extend(n for n in (name, undated) if n is not None and n not in names)
+    return tuple(names)
 
 
 def _without_date_suffix(model: str) -> str | None:

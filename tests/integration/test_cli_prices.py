@@ -60,9 +60,20 @@ def test_show_prints_every_tier_and_the_exact_cost(
 
 
 def test_show_prices_a_dated_snapshot_by_its_model(capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, _ = run(capsys, "prices", "show", "gpt-4o-2024-08-06")
+    # gpt-4o-2024-08-06 has a row of its own now; this snapshot still has none.
+    status, out, _ = run(capsys, "prices", "show", "claude-sonnet-4-5-20250929")
     assert status == 0
-    assert out.startswith("gpt-4o-2024-08-06 (priced as gpt-4o): USD per million tokens")
+    assert out.startswith(
+        "claude-sonnet-4-5-20250929 (priced as claude-sonnet-4-5): USD per million tokens"
+    )
+
+
+def test_show_prices_a_vertex_id_by_its_model(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "prices", "show", "claude-sonnet-4-5@20250929")
+    assert status == 0
+    assert out.startswith(
+        "claude-sonnet-4-5@20250929 (priced as claude-sonnet-4-5): USD per million tokens"
+    )
 
 
 def test_show_an_unknown_model_names_close_ones(capsys: pytest.CaptureFixture[str]) -> None:
@@ -166,3 +177,43 @@ def test_import_writes_a_price_file_that_loads(
     # To standard output, the same file.
     status, out, _ = run(capsys, "prices", "import", "--format", "litellm", str(SAMPLE))
     assert status == 0 and out == out_file.read_text("utf-8")
+
+
+def test_show_costs_one_hour_cache_writes_at_their_own_price(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, _ = run(capsys, "prices", "show", "claude-sonnet-4-5", "--input", "10000",
+                         "--cache-write", "4000", "--cache-write-1h", "1000")  # fmt: skip
+    assert status == 0
+    assert "cache_write           3,000 x 3.75/M = 0.01125" in out
+    assert "cache_write_1h        1,000 x 6/M = 0.006" in out
+    # 6 000 x 3 + 3 000 x 3.75 + 1 000 x 6 = 35 250 per million
+    assert out.rstrip().endswith("total               0.03525")
+
+
+def test_show_refuses_more_one_hour_writes_than_writes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, _, err = run(capsys, "prices", "show", "claude-sonnet-4-5", "--input", "100",
+                         "--cache-write", "10", "--cache-write-1h", "11")  # fmt: skip
+    assert status == 2
+    assert "--cache-write >= --cache-write-1h" in err
+
+
+def test_show_costs_a_request_at_the_prices_of_a_given_day(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, _ = run(capsys, "prices", "show", "o3", "--input", "1000000", "--on",
+                         "2025-05-01")  # fmt: skip
+    assert status == 0
+    assert "at the prices of 2025-05-01 (1,000,000 input tokens)" in out
+    assert out.split()[-2:] == ["total", "10"]  # before the 2025-06-10 cut
+    status, out, _ = run(capsys, "prices", "show", "o3", "--input", "1000000")
+    assert out.split()[-2:] == ["total", "2"]
+
+
+def test_show_refuses_a_day_that_is_not_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(capsys, "prices", "show", "o3", "--input", "10", "--on", "2025-13-01")
+    assert exited.value.code == 2
+    assert "must be a day as YYYY-MM-DD, got '2025-13-01'" in capsys.readouterr().err
