@@ -1,6 +1,6 @@
 """Extend otel_tokens/prices.json with the models chosen below, priced from LiteLLM's price map.
 
-    python tools/bundled_prices.py model_prices_and_context_window_backup.json [--write]
+    python -m tests.helpers.bundled_prices model_prices_and_context_window_backup.json [--write]
 
 The map is the one the `litellm` 1.110.2 wheel on PyPI ships (read, never installed). Rows
 already in the bundled table are kept as they are: they were researched one by one. Every
@@ -24,7 +24,7 @@ from otel_tokens._pricing.litellm import from_litellm
 LITELLM = "litellm 1.110.2 model_prices_and_context_window_backup.json"
 #: The day the LiteLLM map was read: the effective day of a price whose start was not found.
 READ_ON = "2026-12-04"
-TABLE = Path(__file__).resolve().parent.parent / "otel_tokens" / "prices.json"
+TABLE = Path(__file__).resolve().parents[2] / "otel_tokens" / "prices.json"
 
 #: LiteLLM provider -> (gen_ai.provider.name, pricing page, key prefix to drop).
 PROVIDERS = {
