@@ -17,6 +17,7 @@ from otel_tokens._configure.telemetry import Telemetry
 from otel_tokens._core.custom_meter import CustomMeter
 from otel_tokens._core.track import TrackedRequest
 from otel_tokens._core.tracker import TokenTracker
+from otel_tokens._ledger.budgets import Budget, BudgetStatus
 from otel_tokens._ledger.ledger import UsageLedger
 from otel_tokens._ledger.query import UsageTotals
 from otel_tokens._pricing.prices import ModelPrice
@@ -25,6 +26,8 @@ from otel_tokens._version import __version__
 from otel_tokens._workers.server import WorkerMetricsServer
 
 __all__ = [
+    "Budget",
+    "BudgetStatus",
     "CustomMeter",
     "MeterTotals",
     "ModelPrice",

@@ -8,6 +8,8 @@ import otel_tokens.testing
 
 def test_public_names_are_pinned() -> None:
     assert otel_tokens.__all__ == [
+        "Budget",
+        "BudgetStatus",
         "CustomMeter",
         "MeterTotals",
         "ModelPrice",
@@ -61,4 +63,15 @@ def test_the_other_public_faces_are_pinned() -> None:
     commands = next(a for a in _parser()._actions if a.dest == "command")
     assert list(commands.choices) == [  # type: ignore[arg-type]
         "demo", "serve-metrics", "usage", "meters", "prune", "reset", "export", "import", "prices",
+        "budget",
+    ]  # fmt: skip
+
+
+def test_the_ledgers_methods_are_pinned() -> None:
+    public = sorted(n for n in dir(otel_tokens.UsageLedger) if not n.startswith("_"))
+    assert public == [
+        "add", "add_source", "budget_points", "budget_statuses", "budgets", "close",
+        "custom_meter", "define", "drops", "export", "flush", "key_ids", "merge", "meter_usage",
+        "meters", "period", "prune", "put_event", "record", "remaining", "remove_budget",
+        "reset", "set_budget", "share_keys", "usage",
     ]  # fmt: skip
