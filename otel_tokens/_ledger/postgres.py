@@ -13,6 +13,7 @@ from otel_tokens._ledger.schema import (
     REQUEST_COLUMNS,
     event_hourly_upsert,
     migrate,
+    team_hourly_upsert,
 )
 from otel_tokens._ledger.schema import hourly_upsert as _hourly_upsert
 from otel_tokens._ledger.store import Row, Store, event_hours
@@ -34,6 +35,8 @@ _INSERT_AND_ADD = f"""WITH added AS (
     RETURNING {_COLUMNS}
 ), summed AS (
 {_hourly_upsert("added", greatest="GREATEST")}
+), team_summed AS (
+{team_hourly_upsert("added WHERE team <> ''", greatest="GREATEST")}
 )
 SELECT COUNT(*) FROM added"""
 _EVENTS = ", ".join(EVENT_COLUMNS)
@@ -83,6 +86,7 @@ class PostgresStore(Store):
     """
 
     placeholder = "%s"
+    greatest = "GREATEST"
 
     def __init__(self, url: str) -> None:
         psycopg = _psycopg()

@@ -1,9 +1,12 @@
 """The ledger's tables, as numbered migrations written once for SQLite and PostgreSQL.
 
 `otel_tokens_requests` holds one row per request; `otel_tokens_hourly` the same numbers
-summed per key x team x provider x model x scenario x status x UTC hour, kept up to date in
-the transaction that inserts the requests, so that a period query reads hours, not requests.
-`otel_tokens_budgets` holds the budgets set on keys, teams or everything.
+summed per key x provider x model x scenario x status x UTC hour, kept up to date in the
+transaction that inserts the requests, so that a period query reads hours, not requests.
+`otel_tokens_team_hourly` sums the requests that name a team per team x status x hour the same
+way: a table of its own, so that replicas still running a version without teams go on
+writing the hourly table as they know it while others upgrade. `otel_tokens_budgets` holds
+the budgets set on keys, teams or everything.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ TOKEN_COLUMNS = (
     "reasoning_tokens", "system_tokens",
 )  # fmt: skip
 #: What a query may group by, besides time.
-DIMENSIONS = ("key_id", "team", "provider", "model", "scenario", "status")
-HOURLY_KEY = ("key_id", "hour", "provider", "model", "scenario", "status", "team")
+DIMENSIONS = ("key_id", "provider", "model", "scenario", "status")
+HOURLY_KEY = ("key_id", "hour", "provider", "model", "scenario", "status")
+#: What the team table may be grouped by, and its key.
+TEAM_DIMENSIONS = ("team", "status")
+TEAM_HOURLY_KEY = ("team", "hour", "status")
 #: The columns of a custom meter's event row, in the order the writer passes them; d1..d4
 #: hold the values of the meter's dimensions, in the order it defines them.
 EVENT_COLUMNS = ("meter", "uid", "at_us", "key_id", "d1", "d2", "d3", "d4", "value_micro")
@@ -38,23 +44,6 @@ US_PER_HOUR = 3_600_000_000
 SETTINGS = "otel_tokens_settings"
 #: The columns of a budget row; the first four name it.
 BUDGET_COLUMNS = ("scope", "subject", "period", "unit", "amount", "tz", "set_at_us")
-
-
-def _hourly_table(name: str, big: str, tokens: str) -> str:
-    return f"""CREATE TABLE {name} (
-    key_id TEXT NOT NULL,
-    hour {big} NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    scenario TEXT NOT NULL,
-    status TEXT NOT NULL,
-    requests {big} NOT NULL,
-{tokens},
-    cost_pico {big} NOT NULL,
-    unpriced_tokens {big} NOT NULL,
-    last_at_us {big} NOT NULL{{team}},
-    PRIMARY KEY ({{key}})
-)"""
 
 
 def _migrations(autoincrement: str, big: str, real: str, *, private: str) -> list[list[str]]:
@@ -82,9 +71,20 @@ def _migrations(autoincrement: str, big: str, real: str, *, private: str) -> lis
 )""",
             "CREATE INDEX otel_tokens_requests_key_at ON otel_tokens_requests (key_id, at_us)",
             "CREATE INDEX otel_tokens_requests_at ON otel_tokens_requests (at_us)",
-            _hourly_table("otel_tokens_hourly", big, tokens).format(
-                team="", key=", ".join(HOURLY_KEY[:-1])
-            ),
+            f"""CREATE TABLE otel_tokens_hourly (
+    key_id TEXT NOT NULL,
+    hour {big} NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    status TEXT NOT NULL,
+    requests {big} NOT NULL,
+{tokens},
+    cost_pico {big} NOT NULL,
+    unpriced_tokens {big} NOT NULL,
+    last_at_us {big} NOT NULL,
+    PRIMARY KEY ({", ".join(HOURLY_KEY)})
+)""",
             "CREATE INDEX otel_tokens_hourly_hour ON otel_tokens_hourly (hour)",
         ],
         [  # 2: custom meters, their events and the events' hourly sums
@@ -125,18 +125,20 @@ def _migrations(autoincrement: str, big: str, real: str, *, private: str) -> lis
             f"CREATE TABLE {SETTINGS} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
             *([private] if private else []),
         ],
-        [  # 4: a team on every request, summed per team too; budgets
+        [  # 4: a team on every request, the hourly sums of those that name one; budgets
             "ALTER TABLE otel_tokens_requests ADD COLUMN team TEXT NOT NULL DEFAULT ''",
-            _hourly_table("otel_tokens_hourly_4", big, tokens).format(
-                team=",\n    team TEXT NOT NULL", key=", ".join(HOURLY_KEY)
-            ),
-            f"""INSERT INTO otel_tokens_hourly_4 SELECT key_id, hour, provider, model, scenario,
-    status, requests, {", ".join(TOKEN_COLUMNS)}, cost_pico, unpriced_tokens, last_at_us, ''
-FROM otel_tokens_hourly""",
-            "DROP TABLE otel_tokens_hourly",
-            "ALTER TABLE otel_tokens_hourly_4 RENAME TO otel_tokens_hourly",
-            "CREATE INDEX otel_tokens_hourly_hour ON otel_tokens_hourly (hour)",
-            """CREATE TABLE otel_tokens_budgets (
+            f"""CREATE TABLE otel_tokens_team_hourly (
+    team TEXT NOT NULL,
+    hour {big} NOT NULL,
+    status TEXT NOT NULL,
+    requests {big} NOT NULL,
+{tokens},
+    cost_pico {big} NOT NULL,
+    unpriced_tokens {big} NOT NULL,
+    last_at_us {big} NOT NULL,
+    PRIMARY KEY ({", ".join(TEAM_HOURLY_KEY)})
+)""",
+            f"""CREATE TABLE otel_tokens_budgets (
     scope TEXT NOT NULL,
     subject TEXT NOT NULL,
     period TEXT NOT NULL,
@@ -145,7 +147,7 @@ FROM otel_tokens_hourly""",
     tz TEXT NOT NULL,
     set_at_us {big} NOT NULL,
     PRIMARY KEY (scope, subject, period, unit)
-)""".replace("{big}", big),
+)""",
         ],
     ]
 
@@ -187,25 +189,37 @@ def migrate(
         execute(f"INSERT INTO otel_tokens_schema (version) VALUES ({placeholder})", (number,))
 
 
-def hourly_upsert(source: str, *, greatest: str) -> str:
+def hourly_upsert(
+    source: str, *, greatest: str, table: str = "otel_tokens_hourly",
+    key: Sequence[str] = HOURLY_KEY,
+) -> str:  # fmt: skip
     """SQL that adds the request rows of `source` (a table or a WHERE-filtered select) to
-    the hourly sums; `greatest` is the dialect's two-argument maximum (MAX or GREATEST)."""
+    the hourly sums in `table` by `key`; `greatest` is the dialect's two-argument maximum
+    (MAX or GREATEST)."""
     sums = ", ".join(f"SUM({name})" for name in TOKEN_COLUMNS)
     updates = ", ".join(
-        f"{name} = otel_tokens_hourly.{name} + excluded.{name}"
+        f"{name} = {table}.{name} + excluded.{name}"
         for name in ("requests", *TOKEN_COLUMNS, "cost_pico", "unpriced_tokens")
     )
-    return f"""INSERT INTO otel_tokens_hourly ({", ".join(HOURLY_KEY)}, requests,
+    groups = ", ".join(f"at_us / {US_PER_HOUR}" if name == "hour" else name for name in key)
+    return f"""INSERT INTO {table} ({", ".join(key)}, requests,
     {", ".join(TOKEN_COLUMNS)}, cost_pico, unpriced_tokens, last_at_us)
-SELECT key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status, team, COUNT(*), {sums},
+SELECT {groups}, COUNT(*), {sums},
     COALESCE(SUM(cost_pico), 0),
     SUM(CASE WHEN cost_pico IS NULL THEN input_tokens + output_tokens ELSE 0 END),
     MAX(at_us)
 FROM {source}
-GROUP BY key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status, team
-ORDER BY key_id, at_us / {US_PER_HOUR}, provider, model, scenario, status, team
-ON CONFLICT ({", ".join(HOURLY_KEY)}) DO UPDATE SET {updates},
-    last_at_us = {greatest}(otel_tokens_hourly.last_at_us, excluded.last_at_us)"""
+GROUP BY {groups}
+ORDER BY {groups}
+ON CONFLICT ({", ".join(key)}) DO UPDATE SET {updates},
+    last_at_us = {greatest}({table}.last_at_us, excluded.last_at_us)"""
+
+
+def team_hourly_upsert(source: str, *, greatest: str) -> str:
+    """SQL that adds the rows of `source` (already limited to rows with a team) to the team
+    table's hourly sums."""
+    return hourly_upsert(source, greatest=greatest, table="otel_tokens_team_hourly",
+                         key=TEAM_HOURLY_KEY)  # fmt: skip
 
 
 def event_hourly_upsert(*, greatest: str) -> str:

@@ -17,6 +17,7 @@ from otel_tokens._ledger.schema import (
     SQLITE_MIGRATIONS,
     event_hourly_upsert,
     migrate,
+    team_hourly_upsert,
 )
 from otel_tokens._ledger.schema import hourly_upsert as _hourly_upsert
 from otel_tokens._ledger.store import Row, Store, event_hours
@@ -33,6 +34,9 @@ _INSERT = (
     f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})"
 )
 _ADD_TO_HOURS = _hourly_upsert("otel_tokens_requests WHERE id > ?", greatest="MAX")
+_ADD_TO_TEAM_HOURS = team_hourly_upsert(
+    "otel_tokens_requests WHERE id > ? AND team <> ''", greatest="MAX"
+)
 _INSERT_EVENT = (
     f"INSERT OR IGNORE INTO otel_tokens_events ({', '.join(EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
@@ -89,6 +93,7 @@ class SQLiteStore(Store):
             added = db.executemany(_INSERT, rows).rowcount
             if added:
                 db.execute(_ADD_TO_HOURS, (last_id,))
+                db.execute(_ADD_TO_TEAM_HOURS, (last_id,))
         return int(added)
 
     def write_events(self, rows: Sequence[Row]) -> int:

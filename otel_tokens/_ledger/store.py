@@ -22,8 +22,10 @@ from otel_tokens._ledger.schema import (
     EVENT_DIMENSIONS,
     REQUEST_COLUMNS,
     SETTINGS,
+    TEAM_DIMENSIONS,
     TOKEN_COLUMNS,
     US_PER_HOUR,
+    team_hourly_upsert,
 )
 
 Row = tuple[Any, ...]
@@ -75,9 +77,31 @@ def _checked_bucket(bucket: str) -> str:
     return bucket
 
 
+_TEAM_TABLE = "otel_tokens_team_hourly"
+
+
+def _by_team(dims: Sequence[str], key_id: str | None, team: str | None) -> bool:
+    """Whether a query is one of teams (then only by team and status, and not of one key).
+
+    Raises:
+        ValueError: a team query grouped by anything else, or of one key.
+    """
+    if team is None and "team" not in dims:
+        return False
+    others = [d for d in dims if d not in TEAM_DIMENSIONS]
+    if others or key_id is not None:
+        what = ", ".join(others) if others else "one key"
+        msg = (
+            f"usage by team is kept per team, status and hour only, so it cannot also be "
+            f"grouped by or filtered to {what}: leave the team out or group by those alone"
+        )
+        raise ValueError(msg)
+    return True
+
+
 def _check_dimensions(dims: Sequence[str]) -> None:
     for dim in dims:
-        if dim not in DIMENSIONS:  # names go into SQL: only known ones
+        if dim not in (*DIMENSIONS, "team"):  # names go into SQL: only known ones
             msg = f"cannot group by {dim!r}: choose from {', '.join(DIMENSIONS)}"
             raise ValueError(msg)
 
@@ -91,6 +115,8 @@ class Store:
 
     #: The dialect's placeholder, substituted for `?` in the shared SQL.
     placeholder = "?"
+    #: The dialect's two-argument maximum.
+    greatest = "MAX"
     description = ""
     _db: Any
     _reader: Any
@@ -143,26 +169,33 @@ class Store:
         team: str | None = None,
     ) -> list[Row]:
         """Sums of the hours [first_hour, end_hour), grouped by `dims` and, when given, the
-        `bucket` expression (`bucket_sql()`) of each hour; only `team`'s when given."""
+        `bucket` expression (`bucket_sql()`) of each hour; only `team`'s when given (read
+        from the team table, as is any grouping by team)."""
         groups = [*dims, _checked_bucket(bucket)] if bucket else list(dims)
-        span = ("otel_tokens_hourly", "hour", first_hour, end_hour)
-        return self._sums(span, key_id, team, groups, _HOURLY_SUMS)
+        table = _TEAM_TABLE if _by_team(dims, key_id, team) else "otel_tokens_hourly"
+        return self._sums((table, "hour", first_hour, end_hour), key_id, team, groups,
+                          _HOURLY_SUMS)  # fmt: skip
 
     def request_sums(
         self, start_us: int, end_us: int, *, key_id: str | None, dims: Sequence[str],
         team: str | None = None,
     ) -> list[Row]:  # fmt: skip
         """Sums of the requests in [start_us, end_us), grouped by `dims`."""
+        # The same groupings as the hours allow; grouped by team, only requests with one.
+        anyone = _by_team(dims, key_id, team) and team is None
         span = ("otel_tokens_requests", "at_us", start_us, end_us)
-        return self._sums(span, key_id, team, list(dims), _REQUEST_SUMS)
+        return self._sums(span, key_id, team, list(dims), _REQUEST_SUMS, with_team=anyone)
 
     def _sums(
         self, span: tuple[str, str, int, int], key_id: str | None, team: str | None,
-        groups: list[str], sums: str,
+        groups: list[str], sums: str, *, with_team: bool = False,
     ) -> list[Row]:  # fmt: skip
-        """`sums` of `table` where `start <= column < end`, by `groups`; empty groups left out."""
+        """`sums` of `table` where `start <= column < end`, by `groups`; empty groups left
+        out; only rows of `team`, or with a team at all (`with_team`)."""
         _check_dimensions([g for g in groups if not BUCKET_SQL.fullmatch(g)])
-        where = [] if team is None else [("team = ?", team)]
+        where = [("team = ?", team)] if team is not None else []
+        if with_team:
+            where.append(("team > ?", ""))
         rows = self._select(span, where, key_id, groups, groups, sums)
         return [row for row in rows if row[len(groups)]]
 
@@ -194,14 +227,32 @@ class Store:
         return [row[0] for row in rows]
 
     def reset(self, key_id: str | None) -> int:
-        """Delete the usage of one key (all keys for None); the requests deleted."""
+        """Delete the usage of one key (all keys for None); the requests deleted. The team
+        table has no key: the hours the key's team requests were in are summed again from
+        the other keys' requests, in the same transaction."""
         tables = ("hourly", "requests", "event_hourly", "events")
         where, params = ("", []) if key_id is None else (" WHERE key_id = ?", [key_id])
         statements = [
             (self._sql(f"DELETE FROM otel_tokens_{table}{where}"), params) for table in tables
         ]
+        if key_id is None:
+            statements.append((f"DELETE FROM {_TEAM_TABLE}", []))
+        else:
+            hours = (
+                f"SELECT DISTINCT at_us / {US_PER_HOUR} FROM otel_tokens_requests "
+                "WHERE key_id = ? AND team <> ''"
+            )
+            others = (
+                f"otel_tokens_requests WHERE team <> '' AND key_id <> ? "
+                f"AND at_us / {US_PER_HOUR} IN ({hours})"
+            )
+            statements[:0] = [  # before the key's requests go
+                (self._sql(f"DELETE FROM {_TEAM_TABLE} WHERE hour IN ({hours})"), [key_id]),
+                (self._sql(team_hourly_upsert(others, greatest=self.greatest)), [key_id, key_id]),
+            ]
         counts = self._execute(statements)
-        return counts[1] + counts[3]
+        first = 0 if key_id is None else 2  # where the requests' and events' deletes begin
+        return counts[first + 1] + counts[first + 3]
 
     def prune(self, before_us: int, before_hour: int) -> int:
         """Delete requests and events before `before_us` and the hours before `before_hour`
@@ -209,11 +260,12 @@ class Store:
         statements = [
             (self._sql("DELETE FROM otel_tokens_hourly WHERE hour < ?"), [before_hour]),
             (self._sql("DELETE FROM otel_tokens_requests WHERE at_us < ?"), [before_us]),
+            (self._sql(f"DELETE FROM {_TEAM_TABLE} WHERE hour < ?"), [before_hour]),
             (self._sql("DELETE FROM otel_tokens_event_hourly WHERE hour < ?"), [before_hour]),
             (self._sql("DELETE FROM otel_tokens_events WHERE at_us < ?"), [before_us]),
         ]
         counts = self._execute(statements)
-        return counts[1] + counts[3]
+        return counts[1] + counts[4]
 
     def requests(self, start_us: int, end_us: int, batch: int = 5000) -> Iterator[Row]:
         """The request rows in [start_us, end_us), in the order written, `REQUEST_COLUMNS`."""

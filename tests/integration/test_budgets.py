@@ -4,13 +4,16 @@ database agree within one refresh, and the budget gauges report it."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from otel_tokens import PriceTable, Usage, UsageLedger
+from otel_tokens._ledger import schema
 from otel_tokens.testing import InMemoryMetrics
 from tests.conftest import SECRET
 
@@ -174,12 +177,8 @@ def test_the_budget_gauges_report_every_budget(target: str) -> None:
         metrics.shutdown()
 
 
-def test_a_ledger_of_the_previous_schema_gains_teams_and_keeps_its_sums(tmp_path: object) -> None:
-    import sqlite3
-
-    from otel_tokens._ledger import schema
-
-    path = f"{tmp_path}/old.db"
+def _schema_3_ledger(path: str) -> None:
+    """A SQLite ledger as the version before teams made it, with one hour of sums."""
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE otel_tokens_schema (version INTEGER NOT NULL)")
     for number, statements in enumerate(schema.SQLITE_MIGRATIONS[:3], start=1):
@@ -194,11 +193,73 @@ def test_a_ledger_of_the_previous_schema_gains_teams_and_keeps_its_sums(tmp_path
     )
     db.commit()
     db.close()
+
+
+def test_a_ledger_of_the_previous_schema_gains_teams_and_keeps_its_sums(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    _schema_3_ledger(path)
     ledger = open_ledger(path)
     try:
         ledger.record(usage(api_key_id="k", team="search"))
         assert ledger.flush()
-        rows = {t.group["team"]: t.requests for t in ledger.usage("all", by=["team"])}
-        assert rows == {"": 3, "search": 1}
+        assert ledger.usage("all")[0].requests == 4
+        assert {t.group["team"]: t.requests for t in ledger.usage("all", by=["team"])} == {
+            "search": 1
+        }
     finally:
         ledger.close()
+
+
+def test_a_replica_still_on_the_previous_version_keeps_writing_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    """A rolling upgrade: one replica migrates the ledger, another one not yet upgraded goes on
+    writing as it did (its INSERT names no team, its hourly sums have no team)."""
+    path = str(tmp_path / "old.db")
+    _schema_3_ledger(path)
+    open_ledger(path).close()  # the upgraded replica migrates
+    columns = [c for c in schema.REQUEST_COLUMNS if c != "team"]
+    db = sqlite3.connect(path)
+    now_us = int(time.time() * 1e6)
+    row = {"uid": "old-1", "at_us": now_us, "key_id": "k", "provider": "openai",
+           "model": "gpt-4o-mini", "request_model": "gpt-4o-mini", "operation": "chat",
+           "scenario": "", "user_tier": "", "status": "success", "error_type": None,
+           "streamed": 0, "input_tokens": 10, "output_tokens": 1, "cache_read_tokens": 0,
+           "cache_write_tokens": 0, "reasoning_tokens": 0, "system_tokens": 0,
+           "cost_pico": 7, "latency_s": None}  # fmt: skip
+    with db:
+        before = db.execute("SELECT COALESCE(MAX(id), 0) FROM otel_tokens_requests").fetchone()[0]
+        db.execute(
+            f"INSERT INTO otel_tokens_requests ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})",
+            [row[c] for c in columns],
+        )
+        db.execute(schema.hourly_upsert("otel_tokens_requests WHERE id > ?", greatest="MAX"),
+                   (before,))  # fmt: skip
+    db.close()
+    ledger = open_ledger(path)
+    try:
+        assert ledger.usage("all")[0].requests == 4
+        assert ledger.usage("1h")[0].cost_pico == 7  # the old replica's row
+    finally:
+        ledger.close()
+
+
+def test_usage_by_team_is_by_team_status_and_time_only(ledger: UsageLedger) -> None:
+    ledger.record(usage(team="a", api_key_id="k1"))
+    ledger.record(usage(team="a", api_key_id="k2", status="error", error_type="timeout"))
+    ledger.record(usage(team="b", api_key_id="k1"))
+    ledger.record(usage(api_key_id="k1"))  # no team: in no team's usage
+    assert ledger.flush()
+    rows = {(t.group["team"], t.group["status"]): t.requests
+            for t in ledger.usage("today", by=["team", "status"])}  # fmt: skip
+    assert rows == {("a", "success"): 1, ("a", "error"): 1, ("b", "success"): 1}
+    assert ledger.usage("today", team="a", by=["hour"])[0].requests == 2
+    with pytest.raises(ValueError, match="cannot also be grouped by or filtered to model"):
+        ledger.usage("today", by=["team", "model"])
+    with pytest.raises(ValueError, match="filtered to one key"):
+        ledger.usage("today", team="a", key_id="k1")
+    # Resetting a key takes its requests out of its teams' sums too.
+    ledger.reset(key_id="k1")
+    rows = {t.group["team"]: t.requests for t in ledger.usage("today", by=["team"])}
+    assert rows == {"a": 1}
