@@ -37,6 +37,8 @@ from otel_tokens._pricing.prices import PICO_PER_USD
 FULL_READ_S = 60.0
 #: How often a ledger without budgets looks for one set elsewhere, in seconds.
 IDLE_LOOK_S = 5.0
+#: The longest pause before reading a database that failed again, in seconds.
+BACKOFF_S = 30.0
 _COLUMN = {"key": "key_id", "team": "team", "global": None}
 _COST = SUM_NAMES.index("cost_pico")
 _INPUT = SUM_NAMES.index("input_tokens")
@@ -122,27 +124,28 @@ class BudgetBook:
         self._full_hour = -1
         self._next_tick = 0.0
         self._as_of_us = 0
-        self._tried = False
-        self._forking = False
+        self._failures = 0
+        self._next_end_us: int | None = None  # the first calendar period to end
+        self._forking = threading.local()
         #: How many times the book was brought up to date from the database.
         self.refreshes = 0
 
     def before_fork(self) -> None:
-        """Wait (at most 5 s) for a read or commit to end, so that no thread of this
+        """Wait (at most 2 s) for a read or commit to end, so that no thread of this
         ledger is inside the database library when the process forks."""
-        self._forking = self._serial.acquire(timeout=5)
+        self._forking.held = self._serial.acquire(timeout=2)
 
     def after_fork_in_parent(self) -> None:
-        """Let reads and commits go on after the fork."""
-        if self._forking:
-            self._forking = False
+        """Let reads and commits go on after the fork (of this thread)."""
+        if getattr(self._forking, "held", False):
+            self._forking.held = False
             self._serial.release()
 
     def start_afresh(self) -> None:
         """New locks, in a forked child (the parent's were held at the fork)."""
         self._serial = threading.Lock()
         self._lock = threading.Lock()
-        self._forking = False
+        self._forking = threading.local()
 
     def warn_once(self, kind: str, message: str) -> None:
         """Warn `message` once per `kind`."""
@@ -179,20 +182,24 @@ class BudgetBook:
                         state.add(row.at_us, cost, tokens, unpriced)
 
     def tick(self, *, force: bool = False) -> None:
-        """Read the budgets and their spend again when a tick has passed (or `force`); a
-        database that cannot be read leaves the numbers as they were, warned once."""
+        """Read the budgets and their spend again when a tick has passed (or `force`). A
+        database that cannot be read leaves the numbers as they were (warned once) and is
+        tried again after a pause that doubles up to BACKOFF_S, forced or not, so that a
+        database that does not answer holds the writer up once in a while only."""
         now = time.monotonic()
-        if not force and now < self._next_tick:
+        if now < self._next_tick and (not force or self._failures):
             return
         # Without budgets, look for new ones (set by another replica or the CLI) every few
         # seconds only: a writer thread inside SQLite when the process forks can leave
         # SQLite's own mutexes held in the child, so it stays out of it while idle.
         self._next_tick = now + (self._interval if self._budgets else IDLE_LOOK_S)
-        self._tried = True
         try:
             with self._serial:
                 self._refresh(now)
+            self._failures = 0
         except Exception as exc:
+            self._failures += 1
+            self._next_tick = now + min(BACKOFF_S, self._interval * 2**self._failures)
             self._warn(
                 ("budgets", type(exc).__name__),
                 "otel_tokens: reading the budgets of %r failed (%s: %s); their standing is "
@@ -201,11 +208,6 @@ class BudgetBook:
                 type(exc).__name__,
                 exc,
             )
-
-    def read_once(self) -> None:
-        """Read the budgets now if they were never tried (a ledger just opened)."""
-        if not self._tried:
-            self.tick(force=True)
 
     def changed(self) -> None:
         """Budgets were set or removed: read them all at the next tick."""
@@ -242,21 +244,27 @@ class BudgetBook:
                     full = True
         first_open = (hour - 1) * US_PER_HOUR
         recent = {scope: self._recent(store, scope, hour) for scope in self._scopes(budgets)}
+        reads: dict[tuple[str, int, int], list[_State]] = {}
         for state in states.values():
             budget, start = state.budget, state.start_us
             found = recent[budget.scope].get(budget.subject, {})
             state.open_from, state.hours = hour - 1, {h: _Sums(*s) for h, s in found.items()}
             state.ragged = start > first_open and start % US_PER_HOUR != 0
             if state.ragged:  # read exactly from the requests of the cut hour
-                state.before = self._spend(store, budget, start, (hour + 1) * US_PER_HOUR)
+                reads.setdefault((budget.scope, start, (hour + 1) * US_PER_HOUR), []).append(state)
             elif full:
-                state.before = self._spend(store, budget, start, max(start, first_open))
+                reads.setdefault((budget.scope, start, max(start, first_open)), []).append(state)
+        for (scope, start, end), waiting in reads.items():  # one query per scope and span
+            spent = self._spend(store, scope, start, end)
+            for state in waiting:
+                state.before = spent.get(state.budget.subject, _Sums())
+        next_end = min((s.end_us for s in states.values() if s.end_us is not None), default=None)
         by_scope: dict[str, dict[str, list[_State]]] = {"key": {}, "team": {}, "global": {}}
         for state in states.values():
             by_scope[state.budget.scope].setdefault(state.budget.subject, []).append(state)
         with self._lock:
             self._budgets, self._states, self._by_scope = budgets, states, by_scope
-            self._as_of_us = now_us
+            self._as_of_us, self._next_end_us = now_us, next_end
         if full:
             self._full_at, self._full_hour = now, hour
         self.refreshes += 1
@@ -278,24 +286,41 @@ class BudgetBook:
         return found
 
     @staticmethod
-    def _spend(store: Store, budget: Budget, start_us: int, end_us: int) -> _Sums:
+    def _spend(store: Store, scope: str, start_us: int, end_us: int) -> dict[str, _Sums]:
+        """What each subject of `scope` spent in [start_us, end_us)."""
         if end_us <= start_us:
-            return _Sums()
-        key_id = budget.subject if budget.scope == "key" else None
-        team = budget.subject if budget.scope == "team" else None
-        totals = query(store, Period(start_us, end_us, timezone.utc), (), key_id=key_id, team=team)
-        sums = _Sums()
+            return {}
+        by = [] if scope == "global" else [scope]
+        totals = query(store, Period(start_us, end_us, timezone.utc), by, key_id=None)
+        spent: dict[str, _Sums] = {}
         for total in totals:
+            sums = spent.setdefault(total.group.get(scope, ""), _Sums())
             tokens = total.input_tokens + total.output_tokens
             sums.add(total.cost_pico, tokens, total.unpriced_tokens)
-        return sums
+        return spent
 
     # The readers' side
+
+    def _roll(self, now_us: int) -> None:
+        """Start the calendar periods that ended since the last read afresh (the caller
+        holds `_lock`): a database that cannot be read must not keep yesterday's spend on a
+        day budget. What this process wrote in the new period is kept."""
+        if self._next_end_us is None or now_us < self._next_end_us:
+            return
+        for state in self._states.values():
+            if state.end_us is not None and now_us >= state.end_us:
+                state.start_us, state.end_us = state.budget.window(now_us)
+                state.before, state.ragged = _Sums(), False
+                first = state.start_us // US_PER_HOUR
+                state.hours = {h: sums for h, sums in state.hours.items() if h >= first}
+        ends = [s.end_us for s in self._states.values() if s.end_us is not None]
+        self._next_end_us = min(ends, default=None)
 
     def statuses(self) -> list[BudgetStatus]:
         """Where every budget stands, as of the last read and this process's writes since."""
         now_us = time.time_ns() // 1000
         with self._lock:
+            self._roll(now_us)
             states = list(self._states.values())
             as_of = self._as_of_us
             return [_status(state, now_us, as_of) for state in states]
@@ -305,6 +330,7 @@ class BudgetBook:
         (its key's, its team's and the global ones); None when none is."""
         least: int | None = None
         with self._lock:
+            self._roll(time.time_ns() // 1000)
             for scope, subject in (("key", key_id), ("team", team), ("global", "")):
                 if subject is None:
                     continue

@@ -94,7 +94,8 @@ class LedgerBudgets:
         """
         scope, subject = self._scope(key_id, api_key, team)
         budget = make_budget(scope, subject, amount, unit=unit, period=period, tz=tz)
-        self._store.put_budget(budget, time.time_ns() // 1000)
+        with self._book.committing():  # as every write: never across a fork
+            self._store.put_budget(budget, time.time_ns() // 1000)
         self._book.changed()
         self._book.tick(force=True)
         return budget
@@ -119,7 +120,8 @@ class LedgerBudgets:
             ValueError: a key and a team both given.
         """
         scope, subject = self._scope(key_id, api_key, team)
-        removed = self._store.remove_budgets((scope, subject if subject else "", period, unit))
+        with self._book.committing():
+            removed = self._store.remove_budgets((scope, subject or "", period, unit))
         self._book.changed()
         self._book.tick(force=True)
         return removed
@@ -127,7 +129,6 @@ class LedgerBudgets:
     def budget_statuses(self) -> list[BudgetStatus]:
         """Where every budget stands now: spent, remaining, the last hour's burn and when
         it runs out at that rate. Served from memory (see `remaining`)."""
-        self._book.read_once()
         return self._book.statuses()
 
     def remaining(
@@ -153,7 +154,6 @@ class LedgerBudgets:
         if unit not in ("usd", "tokens"):
             msg = f"unit must be 'usd' or 'tokens', got {unit!r}"
             raise ValueError(msg)
-        self._book.read_once()
         return self._book.remaining(self._key_id(key_id, api_key), team, unit)
 
     def budget_points(self) -> list[BudgetPoint]:

@@ -149,6 +149,7 @@ class UsageLedger(LedgerReading, LedgerBudgets):
             block=when_full == "block",
             book=self._book,
         )
+        self._book.tick(force=True)  # the budgets, before any request asks for one
         me = weakref.ref(self)
         at_exit(functools.partial(_close_at_exit, me), LEDGERS)
         if hasattr(os, "register_at_fork"):

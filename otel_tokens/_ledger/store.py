@@ -10,13 +10,11 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from decimal import Decimal
 from typing import Any
 
 from otel_tokens._base.meters import MeterSpec
-from otel_tokens._ledger.budgets import Budget
+from otel_tokens._ledger.budget_rows import BudgetRows
 from otel_tokens._ledger.schema import (
-    BUDGET_COLUMNS,
     DIMENSIONS,
     EVENT_COLUMNS,
     EVENT_DIMENSIONS,
@@ -106,7 +104,7 @@ def _check_dimensions(dims: Sequence[str]) -> None:
             raise ValueError(msg)
 
 
-class Store:
+class Store(BudgetRows):
     """A ledger database; subclasses connect and write in their dialect.
 
     Subclasses open `_db` (the writing connection, guarded by `_lock`) and `_reader` (for
@@ -307,40 +305,6 @@ class Store:
         stored = self.setting(name)
         assert stored is not None  # just inserted, or there already
         return stored
-
-    # Budgets
-
-    def budgets(self) -> list[Budget]:
-        """Every budget, in name order."""
-        columns = ", ".join(BUDGET_COLUMNS[:-1])
-        rows = self._fetch(
-            f"SELECT {columns} FROM otel_tokens_budgets ORDER BY scope, subject, period, unit", []
-        )
-        return [
-            Budget(scope, subject, Decimal(amount), unit, period, tz)
-            for scope, subject, period, unit, amount, tz in rows
-        ]
-
-    def put_budget(self, budget: Budget, set_at_us: int) -> None:
-        """Store `budget`, replacing the one of the same name."""
-        insert = (
-            f"INSERT INTO otel_tokens_budgets ({', '.join(BUDGET_COLUMNS)}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, subject, period, unit) DO UPDATE SET "
-            "amount = excluded.amount, tz = excluded.tz, set_at_us = excluded.set_at_us"
-        )
-        row = (*budget.name, str(budget.amount), budget.tz, set_at_us)
-        self._execute([(self._sql(insert), row)])
-
-    def remove_budgets(self, name: Sequence[str | None]) -> int:
-        """Delete the budgets whose (scope, subject, period, unit) match `name`, None
-        matching any; how many were deleted."""
-        conditions, params = [], []
-        for column, value in zip(("scope", "subject", "period", "unit"), name, strict=True):
-            if value is not None:
-                conditions.append(f"{column} = ?")
-                params.append(value)
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        return self._execute([(self._sql(f"DELETE FROM otel_tokens_budgets{where}"), params)])[0]
 
     # Custom meters
 

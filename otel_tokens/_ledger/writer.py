@@ -156,7 +156,7 @@ class Writer:
             if requests:
                 self._write_batch(store, self._write_requests(store), requests)
             if events:
-                self._write_batch(store, store.write_events, events)
+                self._write_batch(store, self._write_events(store), events)
         finally:
             with self._cond:
                 self._done += len(entries)
@@ -169,6 +169,13 @@ class Writer:
                 added = store.write(batch)
                 self._book.added(batch, added)
             return added
+
+        return write
+
+    def _write_events(self, store: Store) -> Callable[[Sequence[EventRow]], int]:
+        def write(batch: Sequence[EventRow]) -> int:
+            with self._book.committing():  # never inside the database across a fork
+                return store.write_events(batch)
 
         return write
 

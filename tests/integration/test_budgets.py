@@ -263,3 +263,87 @@ def test_usage_by_team_is_by_team_status_and_time_only(ledger: UsageLedger) -> N
     ledger.reset(key_id="k1")
     rows = {t.group["team"]: t.requests for t in ledger.usage("today", by=["team"])}
     assert rows == {"a": 1}
+
+
+class _Clock:
+    """The budget book's clock, moved by the test (the wall clock and the monotonic one)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now, self._moved = now, 0.0
+
+    def time_ns(self) -> int:
+        return int(self.now.timestamp() * 1e9)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self._moved
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+        self._moved += timedelta(**delta).total_seconds()
+
+
+def _unreadable(calls: list[int]) -> object:
+    def budgets() -> list[object]:
+        calls.append(1)
+        msg = "the database does not answer"
+        raise OSError(msg)
+
+    return budgets
+
+
+def test_a_day_budget_starts_afresh_at_midnight_while_the_database_cannot_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otel_tokens._ledger import budget_book
+
+    clock = _Clock(datetime(2026, 12, 3, 23, 50, tzinfo=timezone.utc))
+    monkeypatch.setattr(budget_book, "time", clock)
+    ledger = open_ledger(str(tmp_path / "usage.db"))
+    try:
+        ledger.set_budget(1000, team="t", unit="tokens", period="day")
+        ledger.record(usage(team="t", input_tokens=1000, output_tokens=0), at=clock.now)
+        assert ledger.flush()
+        assert ledger.remaining(team="t", unit="tokens") == 0
+        calls: list[int] = []
+        monkeypatch.setattr(ledger._store, "budgets", _unreadable(calls))
+        clock.advance(minutes=20)  # 00:10 the next day
+        assert ledger.remaining(team="t", unit="tokens") == 1000
+        (status,) = ledger.budget_statuses()
+        assert status.resets_at == datetime(2026, 12, 5, tzinfo=timezone.utc)
+        ledger.record(usage(team="t", input_tokens=1, output_tokens=0), at=clock.now)
+        assert ledger.flush()
+        assert calls  # the reads were tried, and failed
+        assert ledger.remaining(team="t", unit="tokens") == 999  # this process's own write
+    finally:
+        ledger.close()
+
+
+def test_a_database_that_cannot_be_read_is_tried_again_after_a_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = open_ledger(str(tmp_path / "usage.db"), flush_interval_s=0.2)
+    try:
+        ledger.set_budget(10, team="t")
+        calls: list[int] = []
+        monkeypatch.setattr(ledger._store, "budgets", _unreadable(calls))
+        for _ in range(20):  # flushes ask for a read each time; a failed one pauses them
+            ledger.record(usage(team="t"))
+            assert ledger.flush()
+        assert 1 <= len(calls) <= 3
+        assert ledger.remaining(team="t") == Decimal(10) - 20 * Decimal("0.21")
+    finally:
+        ledger.close()
+
+
+def test_a_ledger_reads_its_budgets_when_it_opens(tmp_path: Path) -> None:
+    """So that the first request's remaining() neither waits on the database nor answers
+    None ("no budget") for a budget that is there."""
+    path = str(tmp_path / "usage.db")
+    with open_ledger(path) as setter:
+        setter.set_budget(10, team="t")
+    ledger = open_ledger(path, flush_interval_s=60)  # its writer's first tick is 15 s away
+    try:
+        assert ledger._book.refreshes >= 1
+        assert ledger.remaining(team="t") == 10
+    finally:
+        ledger.close()
