@@ -12,11 +12,11 @@ from typing import Any
 
 from otel_tokens._base.meters import MeterTotals
 from otel_tokens._ledger.periods import Period, to_local
-from otel_tokens._ledger.query import UsageTotals
+from otel_tokens._ledger.query import GROUPS, UsageTotals
 
 #: The group names as column headings.
-_HEADINGS = {"key": "key", "provider": "provider", "model": "model", "scenario": "scenario",
-             "status": "status", "day": "day", "hour": "hour"}  # fmt: skip
+#: Every group a usage query may have is a column of its own (GROUPS, so none is missed).
+_HEADINGS = {group: group for group in GROUPS}
 #: A table's number columns: heading, attribute, and whether it is shown when all zero.
 _COLUMNS = (
     ("requests", "requests", True),

@@ -79,3 +79,20 @@ def test_list_without_a_ledger_says_where_to_point_it(
 ) -> None:
     status, _, err = run(capsys, "budget", "list", "--ledger", f"{tmp_path}/missing.db")
     assert status == 2 and "no ledger at" in err and "`budget set` creates one" in err
+
+
+def test_usage_by_team_on_the_command_line(target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with UsageLedger(target, api_key_secret=SECRET) as ledger:
+        for team in ("search", "search", "support", None):
+            ledger.record(Usage(provider="openai", model="gpt-4o-mini", team=team,
+                                input_tokens=1000, output_tokens=100))  # fmt: skip
+    status, out, err = run(capsys, "usage", "--by", "team", "--ledger", target)
+    assert (status, err) == (0, "")
+    cells = [line.split() for line in out.splitlines()]
+    rows = {c[0]: c[1] for c in cells if c and c[0] in {"search", "support", "total"}}
+    assert rows == {"search": "2", "support": "1", "total": "3"}  # no team: in none
+    status, out, _ = run(capsys, "usage", "--team", "search", "--format", "json",
+                         "--ledger", target)  # fmt: skip
+    assert status == 0 and json.loads(out)["rows"][0]["requests"] == 2
+    status, _, err = run(capsys, "usage", "--by", "team,model", "--ledger", target)
+    assert status == 2 and "cannot also be grouped by or filtered to model" in err
