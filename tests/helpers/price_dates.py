@@ -50,7 +50,7 @@ from otel_tokens._pricing.litellm import from_litellm
 from tests.helpers.bundled_prices import READ_ON, TABLE
 
 MEMBER = "litellm/model_prices_and_context_window_backup.json"
-#: The first release of the main line looked at: litellm 1.0.0 (2023-11-23).
+#: The first release of the main line looked at: litellm 1.0.0 (2023-11-14).
 FIRST = Version("1.0.0")
 #: The release the bundled rows were read from: the last one looked at.
 LAST = Version("1.110.2")
