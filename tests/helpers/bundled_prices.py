@@ -8,7 +8,8 @@ other model is chosen by the rules in `_chosen` (current text, reasoning and emb
 models; no image, audio or video models, no fine-tunes, no regional routing keys, nothing
 deprecated before READ_ON, nothing priced 0/0), converted by the package's own importer, and
 given a provider, a source and an effective day with a note saying where that day came from.
-Prints what it left out and why on stderr.
+Prints what it left out and why on stderr. A row it gives READ_ON is dated afterwards by
+tests/helpers/price_dates.py from litellm's earlier releases.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from otel_tokens.providers import (
     from_gemini,
     from_openai,
 )
+from tests.helpers.bundled_prices import READ_ON
 from tests.helpers.paths import PAYLOADS
 
 ROWS = json.loads(resources.files("otel_tokens").joinpath("prices.json").read_text())["prices"]
@@ -61,6 +62,20 @@ def test_every_bundled_row_parses_and_names_its_source_and_day() -> None:
         assert row.get("note"), where  # what kind of day `effective` is
         ModelPrice(**{k: v for k, v in row.items()
                       if k not in ("model", "provider", "source", "note")})  # fmt: skip
+
+
+def test_no_row_carries_the_day_the_map_was_read_unless_its_note_says_why() -> None:
+    read_day = [row for row in ROWS if row["effective"] == READ_ON]
+    for row in read_day:
+        assert READ_ON in row["note"] and "not the day it took effect" in row["note"], row
+    assert len(read_day) == 0  # tests/helpers/price_dates.py dated the 453 there were
+
+
+def test_a_row_dated_by_a_litellm_release_is_dated_before_the_map_was_read() -> None:
+    dated = [row for row in ROWS if "the upload day of litellm" in row["note"]]
+    assert len(dated) == 453
+    for row in dated:
+        assert "2023-11-14" <= row["effective"] <= "2026-11-20", row  # litellm 1.0.0 .. 1.110.2
 
 
 @pytest.mark.parametrize(
