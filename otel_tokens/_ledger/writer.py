@@ -251,7 +251,8 @@ class Writer:
                 "take them (the batch being written is counted too, though the database may "
                 "yet take it)"
             )
-            self.drop("ledger_closed", why, left)
+            if left:  # else it was stuck reading (the budgets), with nothing left to write
+                self.drop("ledger_closed", why, left)
             return False
         while self._queue:  # no writer (a forked child's): write here
             self._write_some()

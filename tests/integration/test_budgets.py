@@ -5,6 +5,7 @@ database agree within one refresh, and the budget gauges report it."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -347,3 +348,24 @@ def test_a_ledger_reads_its_budgets_when_it_opens(tmp_path: Path) -> None:
         assert ledger.remaining(team="t") == 10
     finally:
         ledger.close()
+
+
+def test_closing_while_a_budget_read_hangs_drops_nothing_and_says_no_drop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that stopped answering a read, with nothing queued: close() gives up on the
+    writer in time, but there is no record to call dropped (it said "dropped 0 record(s)")."""
+    ledger = open_ledger(str(tmp_path / "usage.db"), flush_interval_s=0.2)
+    ledger.set_budget(10, team="t")
+    inside = threading.Event()
+
+    def hanging() -> list[object]:
+        inside.set()
+        time.sleep(2)
+        return []
+
+    monkeypatch.setattr(ledger._store, "budgets", hanging)
+    assert inside.wait(10)  # the writer thread is in its read
+    assert ledger.close(timeout_s=0.2) is False  # the writer still holds the database
+    assert ledger.drops() == {}
+    assert "dropped" not in caplog.text
