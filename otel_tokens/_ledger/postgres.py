@@ -35,10 +35,18 @@ _INSERT_AND_ADD = f"""WITH added AS (
     RETURNING {_COLUMNS}
 ), summed AS (
 {_hourly_upsert("added", greatest="GREATEST")}
+)
+SELECT COUNT(*) FROM added"""
+# The same, also adding to the team table: for batches with a request that names a team.
+_INSERT_AND_ADD_TEAMS = _INSERT_AND_ADD.replace(
+    "\n)\nSELECT COUNT(*) FROM added",
+    f"""
 ), team_summed AS (
 {team_hourly_upsert("added WHERE team <> ''", greatest="GREATEST")}
 )
-SELECT COUNT(*) FROM added"""
+SELECT COUNT(*) FROM added""",
+)
+_TEAM = REQUEST_COLUMNS.index("team")
 _EVENTS = ", ".join(EVENT_COLUMNS)
 _EVENT_STAGING = (
     f"""CREATE TEMP TABLE IF NOT EXISTS otel_tokens_event_staging
@@ -173,7 +181,8 @@ class PostgresStore(Store):
 
     def _write(self, db: Any, rows: Sequence[Row]) -> int:
         with db.transaction(), _staged(db, _STAGING, rows) as cursor:
-            cursor.execute(_INSERT_AND_ADD)
+            teams = any(row[_TEAM] for row in rows)
+            cursor.execute(_INSERT_AND_ADD_TEAMS if teams else _INSERT_AND_ADD)
             added = cursor.fetchone()
         return int(added[0]) if added else 0
 

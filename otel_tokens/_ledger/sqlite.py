@@ -34,6 +34,7 @@ _INSERT = (
     f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})"
 )
 _ADD_TO_HOURS = _hourly_upsert("otel_tokens_requests WHERE id > ?", greatest="MAX")
+_TEAM = REQUEST_COLUMNS.index("team")
 _ADD_TO_TEAM_HOURS = team_hourly_upsert(
     "otel_tokens_requests WHERE id > ? AND team <> ''", greatest="MAX"
 )
@@ -93,7 +94,8 @@ class SQLiteStore(Store):
             added = db.executemany(_INSERT, rows).rowcount
             if added:
                 db.execute(_ADD_TO_HOURS, (last_id,))
-                db.execute(_ADD_TO_TEAM_HOURS, (last_id,))
+                if any(row[_TEAM] for row in rows):  # a second pass only for teams
+                    db.execute(_ADD_TO_TEAM_HOURS, (last_id,))
         return int(added)
 
     def write_events(self, rows: Sequence[Row]) -> int:
