@@ -6,7 +6,10 @@ Prints, for the same mix of realistic requests recorded into two identical provi
   (what a request pays: the last line, `record/naive = ...`);
 - the whole cost, `record()` plus folding the queue into the SDK, against naive (the CPU a
   process spends on metering);
-- both again with 4 threads recording the same series at once.
+- both again with 4 threads recording the same series at once;
+- and, last, the whole cost against plain prometheus_client recording the same data (one
+  labelled Counter or Histogram call per instrument, `tests/helpers/plain_prometheus.py`),
+  the baseline a gateway without OpenTelemetry would have.
 
 Run: python benchmarks/bench_record.py [--rounds N]
 """
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from otel_tokens import TokenTracker, Usage
 from tests.helpers.naive import NaiveRecorder
+from tests.helpers.plain_prometheus import PrometheusClientRecorder
 from tests.helpers.workload import PRICES, mixed_usages
 
 BATCH = 400  # below the tracker's wake-up batch, so the consumer thread stays out of the timing
@@ -80,6 +84,17 @@ def whole_cost(rounds: int, usages: list[Usage], threads: int) -> tuple[float, f
     return statistics.median(ours), statistics.median(theirs)
 
 
+def prometheus_cost(rounds: int, usages: list[Usage]) -> float:
+    """Median ns per record of prometheus_client recording the same data, every series seen."""
+    costs = []
+    for _ in range(max(3, rounds // 10)):
+        plain = PrometheusClientRecorder(PRICES)
+        for usage in usages:  # every series made, as _fresh does for the others
+            plain.record(usage)
+        costs.append(_threaded_ns(plain.record, usages, 1, lambda: None))
+    return statistics.median(costs)
+
+
 def _threaded_ns(
     record: Callable[[Usage], None], usages: list[Usage], threads: int, finish: Callable[[], None]
 ) -> float:
@@ -127,6 +142,10 @@ def main() -> None:
     ours, naive = hot_path(args.rounds, mixed)
     print(f"record() on the caller's thread: {ours:7.0f} ns median   naive: {naive:7.0f} ns median")
     print(f"record/naive = {ours / naive:.3f}")
+    plain = prometheus_cost(args.rounds, mixed)
+    print(f"prometheus_client, same data, 1 thread: {plain:9.0f} ns")
+    print(f"whole cost / naive SDK recording = {whole_ours / whole_naive:.2f}")
+    print(f"whole cost / prometheus_client = {whole_ours / plain:.2f}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def contract_attributes(usage: Usage) -> dict[str, Any]:
     return attributes
 
 
-def _cache_worth(usage: Usage, prices: PriceTable | None) -> tuple[int, int]:
+def cache_worth(usage: Usage, prices: PriceTable | None) -> tuple[int, int]:
     """Cache savings and write premium in pico-dollars, written out apart from the package's."""
     rates = None if prices is None else prices.rates(usage)
     if rates is None:
@@ -90,7 +90,7 @@ class NaiveRecorder:
         tokens = usage.input_tokens + usage.output_tokens
         if cost is not None:
             counters[spec.COST.name].add(cost / PICO_PER_USD, attributes)
-            saved, premium = _cache_worth(usage, self._prices)
+            saved, premium = cache_worth(usage, self._prices)
             counters[spec.CACHE_SAVINGS.name].add(saved / PICO_PER_USD, attributes)
             counters[spec.CACHE_WRITE_PREMIUM.name].add(premium / PICO_PER_USD, attributes)
         elif tokens:
