@@ -7,6 +7,7 @@ import time
 from decimal import Decimal
 
 from otel_tokens._base import names as n
+from otel_tokens._base.text import shown
 from otel_tokens._base.warn import logger
 from otel_tokens._core.sink import BudgetPoint
 from otel_tokens._ledger.budget_book import BudgetBook
@@ -149,11 +150,16 @@ class LedgerBudgets:
         `BudgetBook`). Rolling periods move by the hour.
 
         Raises:
-            ValueError: an unknown unit, or an api_key without a fingerprint secret.
+            ValueError: an unknown unit, a key or team that is not a str, or an api_key
+                without a fingerprint secret.
         """
         if unit not in ("usd", "tokens"):
-            msg = f"unit must be 'usd' or 'tokens', got {unit!r}"
+            msg = f"unit must be 'usd' or 'tokens', got {shown(unit)}"
             raise ValueError(msg)
+        for name, value in (("key_id", key_id), ("api_key", api_key), ("team", team)):
+            if value is not None and type(value) is not str:
+                msg = f"remaining({name}=) takes a str or None, got {shown(value)}"
+                raise ValueError(msg)
         return self._book.remaining(self._key_id(key_id, api_key), team, unit)
 
     def budget_points(self) -> list[BudgetPoint]:

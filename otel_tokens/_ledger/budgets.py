@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
+from otel_tokens._base.text import safe_text, shown
 from otel_tokens._ledger.periods import US_PER_HOUR, to_local, to_us, zone_named
 from otel_tokens._pricing.prices import PICO_PER_USD
 
@@ -96,25 +97,28 @@ def make_budget(
             given for a global budget), or an amount that is not a positive number.
     """
     if scope not in SCOPES:
-        msg = f"a budget's scope must be one of {', '.join(SCOPES)}, got {scope!r}"
+        msg = f"a budget's scope must be one of {', '.join(SCOPES)}, got {shown(scope)}"
         raise ValueError(msg)
     if scope == "global":
         if subject not in (None, ""):
-            msg = f"a global budget has no subject, got {subject!r}: leave it out"
+            msg = f"a global budget has no subject, got {shown(subject)}: leave it out"
             raise ValueError(msg)
         subject = ""
-    elif not isinstance(subject, str) or not subject or len(subject) > 256:
+    elif type(subject) is not str or not 0 < len(subject) <= 256 or safe_text(subject) != subject:
         what = "key id" if scope == "key" else "team"
-        msg = f"a {scope} budget needs its {what} (1 to 256 characters), got {subject!r}"
+        msg = (
+            f"a {scope} budget needs its {what}: 1 to 256 characters, no control character or "
+            f"lone surrogate (which no database stores as given), got {shown(subject)}"
+        )
         raise ValueError(msg)
     if unit not in UNITS:
-        msg = f"a budget's unit must be 'usd' or 'tokens', got {unit!r}"
+        msg = f"a budget's unit must be 'usd' or 'tokens', got {shown(unit)}"
         raise ValueError(msg)
     if not isinstance(period, str) or not (period in CALENDAR or _rolling_ok(period)):
-        msg = f"a budget's period must be {PERIOD_HELP} (at most 366d), got {period!r}"
+        msg = f"a budget's period must be {PERIOD_HELP} (at most 366d), got {shown(period)}"
         raise ValueError(msg)
     if not isinstance(tz, str):
-        msg = f"a budget's time zone must be an IANA name such as 'Europe/Paris', got {tz!r}"
+        msg = f"a budget's time zone must be an IANA name such as 'Europe/Paris', got {shown(tz)}"
         raise ValueError(msg)
     zone_named(tz)  # raises on an unknown zone
     return Budget(scope, subject, _amount(amount, unit), unit, period, tz)
@@ -130,20 +134,20 @@ def _rolling_ok(period: str) -> bool:
 
 def _amount(amount: object, unit: str) -> Decimal:
     if isinstance(amount, bool) or not isinstance(amount, (int, float, str, Decimal)):
-        msg = f"a budget's amount must be a number, got {amount!r}"
+        msg = f"a budget's amount must be a number, got {shown(amount)}"
         raise ValueError(msg)
-    try:
-        value = Decimal(str(amount))
-    except InvalidOperation:
+    try:  # an int as it is: str() refuses one of over 4,300 digits
+        value = Decimal(amount) if isinstance(amount, int) else Decimal(str(amount))
+    except (InvalidOperation, ValueError):
         value = Decimal("NaN")
     if not value.is_finite() or not 0 < value <= MAX_AMOUNT:
-        msg = f"a budget's amount must be a number above 0 and at most 1e12, got {amount!r}"
+        msg = f"a budget's amount must be a number above 0 and at most 1e12, got {shown(amount)}"
         raise ValueError(msg)
     if unit == "tokens" and value != value.to_integral_value():
-        msg = f"a token budget's amount must be whole tokens, got {amount!r}"
+        msg = f"a token budget's amount must be whole tokens, got {shown(amount)}"
         raise ValueError(msg)
     if unit == "usd" and (value * PICO_PER_USD) != (value * PICO_PER_USD).to_integral_value():
-        msg = f"a budget in USD is kept to the pico-dollar, got {amount!r}: round it"
+        msg = f"a budget in USD is kept to the pico-dollar, got {shown(amount)}: round it"
         raise ValueError(msg)
     plain = value.normalize()
     exponent = plain.as_tuple().exponent

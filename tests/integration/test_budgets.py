@@ -77,6 +77,11 @@ def test_setting_again_changes_the_amount_and_remove_takes_what_it_names(
     assert ledger.remaining(team="search") == 20
     with pytest.raises(ValueError, match="a key or for a team, not both"):
         ledger.set_budget(1, key_id="k", team="t")
+    # What a gateway passes from a request is checked, not looked up as it is.
+    for hostile in ({"team": ["x"]}, {"key_id": {}}, {"api_key": 5}):
+        with pytest.raises(ValueError, match="takes a str or None"):
+            ledger.remaining(**hostile)  # type: ignore[arg-type]
+    assert ledger.remaining(team="\ud800" * 10_000) is None  # no such team: no budget
 
 
 def test_requests_before_the_period_do_not_count(ledger: UsageLedger) -> None:

@@ -35,6 +35,12 @@ def at(text: str, zone: str = "UTC") -> int:
         (("team", "t", 5), {"period": "367d"}, "at most 366d), got '367d'"),
         (("team", "t", 5), {"period": "0h"}, "got '0h'"),
         (("team", "t", 5), {"tz": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
+        # Hostile values: a subject no database stores as given, an int too long to print.
+        (("team", "\ud800", 5), {}, "no control character or lone surrogate"),
+        (("team", "a\x00b", 5), {}, "got 'a\\x00b'"),
+        (("key", "k" * 257, 5), {}, "1 to 256 characters"),
+        (("team", "t", 10**5000), {}, "got an int of 16610 bits"),
+        (("team", "t", 5), {"period": 10**5000}, "got an int of 16610 bits"),
     ],
 )
 def test_a_budget_that_cannot_be_is_refused_naming_the_value(
