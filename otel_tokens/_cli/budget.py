@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from otel_tokens._base.fingerprint import SECRET_ENV
-from otel_tokens._cli.ledger import CommandError, open_ledger
+from otel_tokens._cli.ledger import open_ledger, run_on_ledger
 from otel_tokens._ledger.budgets import PERIOD_HELP, BudgetStatus, status_table
 from otel_tokens._ledger.ledger import LEDGER_ENV, UsageLedger
 
@@ -54,14 +53,8 @@ def add_commands(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a budget command; its exit status."""
-    try:
-        with _open(args) as ledger:
-            return _COMMANDS[args.budget_command](ledger, args)
-    except BrokenPipeError:
-        raise
-    except (CommandError, ValueError, ImportError, OSError) as exc:
-        print(f"otel-tokens budget {args.budget_command}: error: {exc}", file=sys.stderr)
-        return 2
+    which = args.budget_command
+    return run_on_ledger(f"budget {which}", lambda: _open(args), _COMMANDS[which], args)
 
 
 def _open(args: argparse.Namespace) -> UsageLedger:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,24 @@ def add_commands(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a ledger command; its exit status."""
+    return run_on_ledger(args.command, lambda: _open(args), _COMMANDS[args.command], args)
+
+
+def run_on_ledger(
+    name: str,
+    opened: Callable[[], UsageLedger],
+    command: Callable[[UsageLedger, argparse.Namespace], int],
+    args: argparse.Namespace,
+) -> int:
+    """Run `command` on the ledger `opened()` opens, and close it; the exit status: the
+    command's, or 2 with the error on stderr (`otel-tokens NAME: error: ...`)."""
     try:
-        with _open(args) as ledger:
-            return _COMMANDS[args.command](ledger, args)
+        with opened() as ledger:
+            return command(ledger, args)
     except BrokenPipeError:  # the reader went away: the caller stops quietly
         raise
     except (CommandError, ValueError, ImportError, OSError) as exc:
-        print(f"otel-tokens {args.command}: error: {exc}", file=sys.stderr)
+        print(f"otel-tokens {name}: error: {exc}", file=sys.stderr)
         return 2
 
 

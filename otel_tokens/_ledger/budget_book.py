@@ -28,7 +28,7 @@ from decimal import Decimal
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._ledger.budgets import Budget, BudgetStatus
 from otel_tokens._ledger.periods import US_PER_HOUR, Period, to_local
-from otel_tokens._ledger.query import query
+from otel_tokens._ledger.query import GROUPS, query
 from otel_tokens._ledger.rows import RequestRow
 from otel_tokens._ledger.store import SUM_NAMES, Row, Store
 from otel_tokens._pricing.prices import PICO_PER_USD
@@ -39,7 +39,6 @@ FULL_READ_S = 60.0
 IDLE_LOOK_S = 5.0
 #: The longest pause before reading a database that failed again, in seconds.
 BACKOFF_S = 30.0
-_COLUMN = {"key": "key_id", "team": "team", "global": None}
 _COST = SUM_NAMES.index("cost_pico")
 _INPUT = SUM_NAMES.index("input_tokens")
 _OUTPUT = SUM_NAMES.index("output_tokens")
@@ -243,7 +242,7 @@ class BudgetBook:
                 else:
                     full = True
         first_open = (hour - 1) * US_PER_HOUR
-        recent = {scope: self._recent(store, scope, hour) for scope in self._scopes(budgets)}
+        recent = {scope: self._recent(store, scope, hour) for scope in {b.scope for b in budgets}}
         reads: dict[tuple[str, int, int], list[_State]] = {}
         for state in states.values():
             budget, start = state.budget, state.start_us
@@ -270,13 +269,9 @@ class BudgetBook:
         self.refreshes += 1
 
     @staticmethod
-    def _scopes(budgets: Sequence[Budget]) -> set[str]:
-        return {b.scope for b in budgets}
-
-    @staticmethod
     def _recent(store: Store, scope: str, hour: int) -> dict[str, dict[int, tuple[int, int, int]]]:
         """The sums of hours hour-1 and hour (and any later one) by subject and hour."""
-        column = _COLUMN[scope]
+        column = GROUPS.get(scope)  # none for global
         dims = [column] if column else []
         found: dict[str, dict[int, tuple[int, int, int]]] = {}
         for row in store.hourly_sums(hour - 1, hour + 2, key_id=None, dims=dims, bucket="hour"):

@@ -4,7 +4,9 @@ the fast answer a gateway asks before each request. The numbers are kept by `Bud
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from decimal import Decimal
+from typing import TypeVar
 
 from otel_tokens._base import names as n
 from otel_tokens._base.text import shown
@@ -18,6 +20,7 @@ from otel_tokens._ledger.store import Store
 #: with a budget per key does not report a series per key without bound.
 MAX_BUDGET_SERIES = 1000
 _UNIT_LABEL = {"usd": "USD", "tokens": "{token}"}
+T = TypeVar("T")
 
 
 class LedgerBudgets:
@@ -47,6 +50,15 @@ class LedgerBudgets:
         if team is not None:
             return "team", team
         return "global", None
+
+    def _edit(self, change: Callable[[], T]) -> T:
+        """Make `change` to the budgets table (as every write, never across a fork), then
+        read the budgets again at once, so that this ledger answers with them."""
+        with self._book.committing():
+            done = change()
+        self._book.changed()
+        self._book.tick(force=True)
+        return done
 
     def set_budget(
         self,
@@ -95,10 +107,7 @@ class LedgerBudgets:
         """
         scope, subject = self._scope(key_id, api_key, team)
         budget = make_budget(scope, subject, amount, unit=unit, period=period, tz=tz)
-        with self._book.committing():  # as every write: never across a fork
-            self._store.put_budget(budget, time.time_ns() // 1000)
-        self._book.changed()
-        self._book.tick(force=True)
+        self._edit(lambda: self._store.put_budget(budget, time.time_ns() // 1000))
         return budget
 
     def budgets(self) -> list[Budget]:
@@ -121,11 +130,7 @@ class LedgerBudgets:
             ValueError: a key and a team both given.
         """
         scope, subject = self._scope(key_id, api_key, team)
-        with self._book.committing():
-            removed = self._store.remove_budgets((scope, subject or "", period, unit))
-        self._book.changed()
-        self._book.tick(force=True)
-        return removed
+        return self._edit(lambda: self._store.remove_budgets((scope, subject or "", period, unit)))
 
     def budget_statuses(self) -> list[BudgetStatus]:
         """Where every budget stands now: spent, remaining, the last hour's burn and when

@@ -13,10 +13,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from zoneinfo import ZoneInfo
 
 from otel_tokens._base.text import safe_text, shown
-from otel_tokens._ledger.periods import US_PER_HOUR, to_local, to_us, zone_named
+from otel_tokens._ledger.periods import US_PER_HOUR, midnight, to_local, zone_named
 from otel_tokens._pricing.prices import PICO_PER_USD
 
 SCOPES = ("key", "team", "global")
@@ -78,12 +77,7 @@ class Budget:
         else:
             first = today.replace(day=1)
             after = (first + timedelta(days=32)).replace(day=1)
-        return _midnight(first, zone), _midnight(after, zone)
-
-
-def _midnight(day: object, zone: ZoneInfo | object) -> int:
-    moment = datetime(day.year, day.month, day.day, tzinfo=zone)  # type: ignore[attr-defined,arg-type]
-    return to_us(moment)
+        return midnight(first, zone), midnight(after, zone)
 
 
 def make_budget(

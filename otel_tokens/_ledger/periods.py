@@ -61,7 +61,8 @@ def to_local(us: int, zone: ZoneInfo | timezone) -> datetime:
     return utc.astimezone(zone)
 
 
-def _midnight(day: date, zone: ZoneInfo | timezone) -> int:
+def midnight(day: date, zone: ZoneInfo | timezone) -> int:
+    """The UTC microseconds at which `day` begins in `zone`."""
     return to_us(datetime(day.year, day.month, day.day, tzinfo=zone))
 
 
@@ -83,15 +84,15 @@ def parse_period(text: str, zone: ZoneInfo | timezone, *, now: datetime | None =
     if spec == "all":
         return Period(0, end_now, zone)
     if spec == "today":
-        return Period(_midnight(today, zone), end_now, zone)
+        return Period(midnight(today, zone), end_now, zone)
     if spec == "yesterday":
-        return Period(_midnight(today - timedelta(days=1), zone), _midnight(today, zone), zone)
+        return Period(midnight(today - timedelta(days=1), zone), midnight(today, zone), zone)
     if spec == "this-month":
-        return Period(_midnight(today.replace(day=1), zone), end_now, zone)
+        return Period(midnight(today.replace(day=1), zone), end_now, zone)
     if spec == "last-month":
         first = today.replace(day=1)
         previous = (first - timedelta(days=1)).replace(day=1)
-        return Period(_midnight(previous, zone), _midnight(first, zone), zone)
+        return Period(midnight(previous, zone), midnight(first, zone), zone)
     relative = _RELATIVE.match(spec)
     if relative:
         span = _UNITS[relative.group(2)] * int(relative.group(1))  # real time, not wall time
@@ -102,7 +103,7 @@ def parse_period(text: str, zone: ZoneInfo | timezone, *, now: datetime | None =
         if last < first:
             msg = f"period {text!r} ends before it starts: write FROM..TO with FROM first"
             raise ValueError(msg)
-        return Period(_midnight(first, zone), _midnight(last + timedelta(days=1), zone), zone)
+        return Period(midnight(first, zone), midnight(last + timedelta(days=1), zone), zone)
     msg = f"unknown period {text!r}: use {PERIOD_HELP}"
     raise ValueError(msg)
 
@@ -129,7 +130,7 @@ def parse_before(text: str, zone: ZoneInfo | timezone, *, now: datetime | None =
         span = _UNITS[relative.group(2)] * int(relative.group(1))
         return to_us(moment) - span // timedelta(microseconds=1)
     try:
-        return _midnight(date.fromisoformat(spec), zone)
+        return midnight(date.fromisoformat(spec), zone)
     except ValueError as exc:
         msg = f"unknown moment {text!r}: use Nd (N days ago), Nh, Nw, or a date YYYY-MM-DD"
         raise ValueError(msg) from exc
@@ -151,7 +152,7 @@ def bucket_starts(period: Period, size: str) -> list[int]:
     day = local.date()
     while True:
         day += timedelta(days=1)
-        mark_us = _midnight(day, period.zone)
+        mark_us = midnight(day, period.zone)
         if mark_us >= period.end_us:
             return starts
         starts.append(mark_us)

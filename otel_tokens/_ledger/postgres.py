@@ -13,6 +13,7 @@ from otel_tokens._ledger.schema import (
     REQUEST_COLUMNS,
     event_hourly_upsert,
     migrate,
+    names_a_team,
     team_hourly_upsert,
 )
 from otel_tokens._ledger.schema import hourly_upsert as _hourly_upsert
@@ -27,26 +28,32 @@ _STAGING = (
     "otel_tokens_staging",
     _COLUMNS,
 )
-# Requests another replica already added (same uid) are not returned, so not summed twice.
-_INSERT_AND_ADD = f"""WITH added AS (
+
+
+def _insert_and_add(*, teams: bool) -> str:
+    """Insert the staged requests and add them to the hourly sums (and the team table's,
+    when `teams`). Requests another replica already added (same uid) are not returned, so
+    not summed twice."""
+    team_sums = (
+        f"""
+), team_summed AS (
+{team_hourly_upsert("added WHERE team <> ''", greatest="GREATEST")}"""
+        if teams
+        else ""
+    )
+    return f"""WITH added AS (
     INSERT INTO otel_tokens_requests ({_COLUMNS})
     SELECT {_COLUMNS} FROM otel_tokens_staging
     ON CONFLICT (uid) DO NOTHING
     RETURNING {_COLUMNS}
 ), summed AS (
-{_hourly_upsert("added", greatest="GREATEST")}
+{_hourly_upsert("added", greatest="GREATEST")}{team_sums}
 )
 SELECT COUNT(*) FROM added"""
-# The same, also adding to the team table: for batches with a request that names a team.
-_INSERT_AND_ADD_TEAMS = _INSERT_AND_ADD.replace(
-    "\n)\nSELECT COUNT(*) FROM added",
-    f"""
-), team_summed AS (
-{team_hourly_upsert("added WHERE team <> ''", greatest="GREATEST")}
-)
-SELECT COUNT(*) FROM added""",
-)
-_TEAM = REQUEST_COLUMNS.index("team")
+
+
+_INSERT_AND_ADD = _insert_and_add(teams=False)
+_INSERT_AND_ADD_TEAMS = _insert_and_add(teams=True)
 _EVENTS = ", ".join(EVENT_COLUMNS)
 _EVENT_STAGING = (
     f"""CREATE TEMP TABLE IF NOT EXISTS otel_tokens_event_staging
@@ -181,8 +188,7 @@ class PostgresStore(Store):
 
     def _write(self, db: Any, rows: Sequence[Row]) -> int:
         with db.transaction(), _staged(db, _STAGING, rows) as cursor:
-            teams = any(row[_TEAM] for row in rows)
-            cursor.execute(_INSERT_AND_ADD_TEAMS if teams else _INSERT_AND_ADD)
+            cursor.execute(_INSERT_AND_ADD_TEAMS if names_a_team(rows) else _INSERT_AND_ADD)
             added = cursor.fetchone()
         return int(added[0]) if added else 0
 

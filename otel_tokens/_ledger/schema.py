@@ -49,6 +49,10 @@ BUDGET_COLUMNS = ("scope", "subject", "period", "unit", "amount", "tz", "set_at_
 def _migrations(autoincrement: str, big: str, real: str, *, private: str) -> list[list[str]]:
     tokens = ",\n".join(f"    {name} {big} NOT NULL" for name in TOKEN_COLUMNS)
     dims = ",\n".join(f"    {name} TEXT NOT NULL" for name in EVENT_DIMENSIONS)
+    # The sums of an hour, the same in the hourly table and the team table.
+    sums = ",\n".join([f"    requests {big} NOT NULL", tokens] + [
+        f"    {name} {big} NOT NULL" for name in ("cost_pico", "unpriced_tokens", "last_at_us")
+    ])  # fmt: skip
     return [
         [  # 1: requests and their hourly sums
             f"""CREATE TABLE otel_tokens_requests (
@@ -78,11 +82,7 @@ def _migrations(autoincrement: str, big: str, real: str, *, private: str) -> lis
     model TEXT NOT NULL,
     scenario TEXT NOT NULL,
     status TEXT NOT NULL,
-    requests {big} NOT NULL,
-{tokens},
-    cost_pico {big} NOT NULL,
-    unpriced_tokens {big} NOT NULL,
-    last_at_us {big} NOT NULL,
+{sums},
     PRIMARY KEY ({", ".join(HOURLY_KEY)})
 )""",
             "CREATE INDEX otel_tokens_hourly_hour ON otel_tokens_hourly (hour)",
@@ -131,11 +131,7 @@ def _migrations(autoincrement: str, big: str, real: str, *, private: str) -> lis
     team TEXT NOT NULL,
     hour {big} NOT NULL,
     status TEXT NOT NULL,
-    requests {big} NOT NULL,
-{tokens},
-    cost_pico {big} NOT NULL,
-    unpriced_tokens {big} NOT NULL,
-    last_at_us {big} NOT NULL,
+{sums},
     PRIMARY KEY ({", ".join(TEAM_HOURLY_KEY)})
 )""",
             f"""CREATE TABLE otel_tokens_budgets (
@@ -213,6 +209,15 @@ GROUP BY {groups}
 ORDER BY {groups}
 ON CONFLICT ({", ".join(key)}) DO UPDATE SET {updates},
     last_at_us = {greatest}({table}.last_at_us, excluded.last_at_us)"""
+
+
+def names_a_team(rows: Sequence[Sequence[Any]]) -> bool:
+    """Whether a request of `rows` (`REQUEST_COLUMNS` order) names a team: only then has the
+    team table anything to add."""
+    return any(row[_TEAM] for row in rows)
+
+
+_TEAM = REQUEST_COLUMNS.index("team")
 
 
 def team_hourly_upsert(source: str, *, greatest: str) -> str:

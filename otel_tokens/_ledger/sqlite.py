@@ -17,6 +17,7 @@ from otel_tokens._ledger.schema import (
     SQLITE_MIGRATIONS,
     event_hourly_upsert,
     migrate,
+    names_a_team,
     team_hourly_upsert,
 )
 from otel_tokens._ledger.schema import hourly_upsert as _hourly_upsert
@@ -34,7 +35,6 @@ _INSERT = (
     f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})"
 )
 _ADD_TO_HOURS = _hourly_upsert("otel_tokens_requests WHERE id > ?", greatest="MAX")
-_TEAM = REQUEST_COLUMNS.index("team")
 _ADD_TO_TEAM_HOURS = team_hourly_upsert(
     "otel_tokens_requests WHERE id > ? AND team <> ''", greatest="MAX"
 )
@@ -94,7 +94,7 @@ class SQLiteStore(Store):
             added = db.executemany(_INSERT, rows).rowcount
             if added:
                 db.execute(_ADD_TO_HOURS, (last_id,))
-                if any(row[_TEAM] for row in rows):  # a second pass only for teams
+                if names_a_team(rows):  # a second pass only for teams
                     db.execute(_ADD_TO_TEAM_HOURS, (last_id,))
         return int(added)
 

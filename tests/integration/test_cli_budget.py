@@ -8,14 +8,8 @@ import json
 import pytest
 
 from otel_tokens import Usage, UsageLedger
-from otel_tokens.cli import main
 from tests.conftest import SECRET
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
+from tests.helpers.cli import run
 
 
 @pytest.fixture(autouse=True)

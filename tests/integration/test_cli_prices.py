@@ -13,14 +13,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otel_tokens import PriceTable, TokenTracker, Usage, UsageLedger
 from otel_tokens.cli import main
 from tests.conftest import SECRET
+from tests.helpers.cli import run
 
 SAMPLE = Path(__file__).parents[1] / "payloads" / "litellm_prices_sample.json"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.fixture(autouse=True)
