@@ -63,6 +63,9 @@ class PriceTable:
                 msg = f"PriceTable[{model!r}] must be a ModelPrice or a list of them, got {price!r}"
                 raise ValueError(msg)
             self._periods[model] = _periods(model, listed)
+        #: `_find`'s answers by (model, request model): a record's model is looked up under
+        #: up to six names. Bounded, since clients choose the names.
+        self._found: dict[tuple[str, str | None], tuple[_Period, ...] | None] = {}
         self._sources: dict[str, tuple[ModelPrice, ...]] = {
             model: ((price,) if isinstance(price, ModelPrice) else tuple(price))
             for model, price in prices.items()
@@ -131,13 +134,27 @@ class PriceTable:
         return periods[index].rates_for(usage.input_tokens)
 
     def _find(self, usage: Usage) -> tuple[_Period, ...] | None:
+        key = (usage.model, usage.request_model)
+        found = self._found
+        try:
+            return found[key]
+        except KeyError:
+            pass
+        periods = self._look_up(*key)
+        if len(key[0]) + len(key[1] or "") > _MAX_FOUND_NAME:
+            return periods  # not remembered: a few such names would hold megabytes
+        if len(found) >= _MAX_FOUND:
+            found.clear()  # a flood of new names: start again rather than grow
+        found[key] = periods
+        return periods
+
+    def _look_up(self, model: str, requested: str | None) -> tuple[_Period, ...] | None:
         periods = self._periods
-        for name in _names(usage.model):
+        for name in _names(model):
             found = periods.get(name)
             if found is not None:
                 return found
-        requested = usage.request_model
-        if requested is not None and usage.model.startswith(requested):
+        if requested is not None and model.startswith(requested):
             return periods.get(requested)
         return None
 
@@ -156,6 +173,12 @@ class PriceTable:
         when its model has no price."""
         pico = self.cost_pico(usage, on)
         return None if pico is None else Decimal(pico) / PICO_PER_USD
+
+
+#: The most (model, request model) pairs whose prices `PriceTable` remembers.
+_MAX_FOUND = 4096
+#: The longest model and request model names (together) it remembers.
+_MAX_FOUND_NAME = 512
 
 
 def _names(model: str) -> tuple[str, ...]:

@@ -200,3 +200,21 @@ def test_every_bundled_row_names_its_source_and_the_day_it_took_effect() -> None
         assert isinstance(row.get("source"), str) and len(row["source"]) > 10, where
         assert date.fromisoformat(row["effective"]) <= date(2026, 12, 31), where
         assert isinstance(row.get("provider"), str) and row["provider"], where
+
+
+def test_price_lookups_are_remembered_within_a_bound_that_client_chosen_names_cannot_grow() -> None:
+    import tracemalloc
+
+    table = PriceTable.bundled()
+    priced = Usage(provider="openai", model="gpt-4o-2024-08-06", input_tokens=1_000)
+    first = table.cost_pico(priced)
+    assert first is not None and table.cost_pico(priced) == first  # remembered, same answer
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for n in range(20_000):  # a flood of made-up names, some of them huge
+        model = f"m-{n}" if n % 100 else "x" * 100_000 + str(n)
+        assert table.cost_pico(Usage(provider="openai", model=model, input_tokens=1)) is None
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 2_000_000  # about 4096 short names at most: not 20 MB of long ones
+    assert table.cost_pico(priced) == first
