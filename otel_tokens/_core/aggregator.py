@@ -1,9 +1,10 @@
 """The tracker's one consumer: checks each queued `Usage` and folds it into the series totals.
 
 Counters are summed here and handed to OpenTelemetry by observable counters at collection
-time. Histogram points cannot be pre-aggregated through the public API, so they are recorded
-here, off the request path, with the context captured when `record()` was called so that
-exemplars still point at the right trace.
+time. Histogram points are summed per series too, with the context captured when `record()`
+was called so that exemplars still point at the right trace, and merged into the SDK's
+histograms at collection (`sdk_histograms`; where that cannot be done, each point is
+recorded with the SDK's `record()` here, off the request path).
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from opentelemetry.context import Context
-from opentelemetry.metrics import Histogram, Observation
+from opentelemetry.metrics import Observation
 
 from otel_tokens._base import names as n
 from otel_tokens._base.text import safe_label, shown
@@ -23,6 +23,16 @@ from otel_tokens._base.usage import Usage, find_fault, plain_text
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._core import instruments as spec
 from otel_tokens._core.drops import Drops
+from otel_tokens._core.sdk_counters import CounterFeed
+from otel_tokens._core.sdk_histograms import (
+    DURATION,
+    FIRST_CHUNK,
+    INPUT,
+    OUTPUT,
+    PER_CHUNK,
+    HistogramFeed,
+    Histograms,
+)
 from otel_tokens._core.series import Series, SeriesTable
 from otel_tokens._pricing.prices import PICO_PER_USD
 from otel_tokens._pricing.table import PriceTable
@@ -49,17 +59,6 @@ class Later:
 _MAX_UNPRICED_WARNINGS = 64
 #: How much of a model's name such a warning shows.
 _SHOWN_MODEL = 200
-
-
-@dataclass(frozen=True)
-class Histograms:
-    """The synchronous instruments points are recorded on."""
-
-    input_tokens: Histogram  # the same instrument as output_tokens by default
-    output_tokens: Histogram
-    duration: Histogram
-    time_to_first_chunk: Histogram
-    time_per_output_chunk: Histogram
 
 
 #: What a request without cache tokens saved and paid extra: nothing.
@@ -90,7 +89,7 @@ class Aggregator:
 
     Args:
         table: finds the bounded series of each record.
-        histograms: where histogram points go.
+        histograms: the instruments histogram points go to.
         prices: prices by model (maybe empty).
         drops: where records that cannot be recorded are counted.
         warn: the tracker's once-per-kind warner.
@@ -108,7 +107,7 @@ class Aggregator:
     ) -> None:
         self._ledger = ledger
         self._table = table
-        self._histograms = histograms
+        self._histograms = HistogramFeed(histograms)
         self._prices = prices
         self._drops = drops
         self._warn = warn
@@ -117,6 +116,7 @@ class Aggregator:
     def consume(self, batch: list[Queued]) -> None:
         """Fold `batch` in; a record that cannot be recorded is dropped, counted and warned."""
         self._drops.say_pending()
+        self._histograms.check()
         done = 0
         try:
             for item, context in batch:
@@ -165,22 +165,25 @@ class Aggregator:
             cost = rates.cost(usage)
             if usage.cache_read_tokens or usage.cache_write_tokens:
                 cache = rates.cache_economics(usage)
-        histograms = self._histograms
+        feed = self._histograms
+        points = series.points
+        sampled = feed.exemplar(context)
+        now = time.time_ns()
         if usage.input_tokens:
-            histograms.input_tokens.record(usage.input_tokens, series.input_attributes, context)
+            feed.add(INPUT, points, usage.input_tokens, series.input_attributes, context, now,
+                     sampled)  # fmt: skip
         if usage.output_tokens:
-            histograms.output_tokens.record(usage.output_tokens, series.output_attributes, context)
+            feed.add(OUTPUT, points, usage.output_tokens, series.output_attributes, context, now,
+                     sampled)  # fmt: skip
         if usage.latency_s is not None:
-            histograms.duration.record(usage.latency_s, series.attributes, context)
+            feed.add(DURATION, points, usage.latency_s, series.attributes, context, now, sampled)
         if usage.streamed:
             if usage.time_to_first_token_s is not None:
-                histograms.time_to_first_chunk.record(
-                    usage.time_to_first_token_s, series.attributes, context
-                )
+                feed.add(FIRST_CHUNK, points, usage.time_to_first_token_s, series.attributes,
+                         context, now, sampled)  # fmt: skip
             if usage.time_per_output_chunk_s is not None:
-                histograms.time_per_output_chunk.record(
-                    usage.time_per_output_chunk_s, series.attributes, context
-                )
+                feed.add(PER_CHUNK, points, usage.time_per_output_chunk_s, series.attributes,
+                         context, now, sampled)  # fmt: skip
 
         series.requests += 1
         series.input_tokens += usage.input_tokens
@@ -199,6 +202,16 @@ class Aggregator:
             self._warn_no_price(usage.model)
         if self._ledger is not None:
             self._ledger.add(usage, cost, int(time.time() * 1_000_000))
+
+    def merge_histograms(self) -> None:
+        """Hand the histogram points summed since the last collection to the SDK (consumer
+        lock held: the first callback of a collection calls this)."""
+        lost = self._histograms.merge()
+        if lost:
+            self._drops.add(
+                "internal_error", "merging histogram points into the SDK failed (a bug)",
+                count=lost,
+            )  # fmt: skip
 
     def _warn_no_price(self, model: str) -> None:
         if not len(self._prices):
@@ -230,12 +243,15 @@ class Aggregator:
                 observations[0] = Observation(series.requests, {})
         return observations
 
-    def counter_observations(self, name: str, *, tokens: bool = False) -> list[Observation]:
-        """The current total of counter `name` on every series that has one, with the
-        series' attributes of token counts when `tokens` (the modality, where it has one)."""
+    def counter_observations(
+        self, name: str, feed: CounterFeed, *, tokens: bool = False
+    ) -> list[Observation]:
+        """Hand `feed` the current total of counter `name` on every series that has one, with
+        the series' attributes of token counts when `tokens` (the modality, where it has
+        one), and return the observations it leaves to the callback."""
         value, present = _COUNTER_VALUES[name]
+        series = (s for s in self._table.all() if present(s))
         if tokens:
-            return [
-                Observation(value(s), s.token_attributes) for s in self._table.all() if present(s)
-            ]
-        return [Observation(value(s), s.attributes) for s in self._table.all() if present(s)]
+            return feed.observe(name, ((s.token_attributes, value(s), s.counter_keys)
+                                       for s in series))  # fmt: skip
+        return feed.observe(name, ((s.attributes, value(s), s.counter_keys) for s in series))

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otel_tokens._base import names as n
 from otel_tokens._base.text import safe_label, safe_text
 from otel_tokens._base.usage import Usage
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._core.conventions import MODALITY, UNKNOWN_MODALITY
+
+if TYPE_CHECKING:
+    from otel_tokens._core.histogram_points import PendingPoints
+    from otel_tokens._core.sdk_merge import Keys
 
 #: error.type must look like a class of failure (`timeout`, `http_500`, `openai.RateLimitError`);
 #: anything else (a raw message, an address) would make a new series per failure.
@@ -39,10 +43,12 @@ class Series:
         "cache_saved_pico",
         "cache_write_tokens",
         "cost_pico",
+        "counter_keys",
         "input_attributes",
         "input_tokens",
         "output_attributes",
         "output_tokens",
+        "points",
         "priced",
         "reasoning_tokens",
         "requests",
@@ -72,6 +78,10 @@ class Series:
         self.cache_premium_pico = 0
         self.priced = False
         self.unpriced_tokens = 0
+        #: Histogram points not yet handed to the SDK, by slot (`sdk_histograms.SLOTS`).
+        self.points: list[PendingPoints | None] = [None] * 5
+        #: What each counter's totals are set on in the SDK under (`sdk_counters`).
+        self.counter_keys: dict[str, Keys] = {}
 
 
 class SeriesTable:

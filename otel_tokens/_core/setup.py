@@ -10,8 +10,8 @@ import weakref
 from opentelemetry.metrics import Histogram, Meter
 
 from otel_tokens._core import instruments as spec
-from otel_tokens._core.aggregator import Histograms
 from otel_tokens._core.conventions import Naming
+from otel_tokens._core.sdk_histograms import Histograms
 from otel_tokens._core.series import OVERFLOW_GROUPS
 from otel_tokens._pricing.table import PriceTable
 
@@ -88,11 +88,16 @@ def create_histograms(meter: Meter, naming: Naming) -> Histograms:
             explicit_bucket_boundaries_advisory=list(instrument.buckets or ()),
         )
 
+    specs = (
+        naming.input_tokens,
+        naming.output_tokens,
+        naming.duration,
+        naming.time_to_first_chunk,
+        naming.time_per_output_chunk,
+    )
     input_tokens = create(naming.input_tokens)
+    output_tokens = create(naming.output_tokens) if naming.latest else input_tokens
     return Histograms(
-        input_tokens=input_tokens,
-        output_tokens=create(naming.output_tokens) if naming.latest else input_tokens,
-        duration=create(naming.duration),
-        time_to_first_chunk=create(naming.time_to_first_chunk),
-        time_per_output_chunk=create(naming.time_per_output_chunk),
+        instruments=(input_tokens, output_tokens, *(create(s) for s in specs[2:])),
+        boundaries=tuple(tuple(s.buckets or ()) for s in specs),
     )

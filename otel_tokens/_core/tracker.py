@@ -19,12 +19,14 @@ from otel_tokens._base.usage import Usage
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._core import instruments as spec
 from otel_tokens._core.aggregator import Aggregator, Later, Queued
+from otel_tokens._core.collection_snapshot import CounterSnapshots
 from otel_tokens._core.conventions import MODALITY_COUNTERS, naming
 from otel_tokens._core.custom_meter import CustomMeter
 from otel_tokens._core.drops import Drops, ledger_drops
 from otel_tokens._core.gauges import create_gauges
 from otel_tokens._core.handoff import Handoff
 from otel_tokens._core.ratelimits import RateLimitBoard
+from otel_tokens._core.sdk_counters import CounterFeed
 from otel_tokens._core.series import SeriesTable
 from otel_tokens._core.setup import (
     MAX_SERIES,
@@ -167,16 +169,21 @@ class TokenTracker:
             batch_size=BATCH_SIZE,
             after_fork=self._start_afresh,
         )
-        self._snapshot: _Snapshot | None = None
+        snapshots = CounterSnapshots(self._handoff, self._take_snapshot)
         if ledger is not None:  # the ledger's flush() and close() write what is queued here
             ledger.add_source(self._handoff.drain)
-        for known, counter in (*chosen.counters, *((c, c) for c in spec.SELF_COUNTERS)):
-            meter.create_observable_counter(
+        observable = {
+            known.name: meter.create_observable_counter(
                 counter.name,
-                callbacks=[self._callback(known.name)],
+                callbacks=[snapshots.callback(known.name)],
                 unit=counter.unit,
                 description=counter.description,
             )
+            for known, counter in (*chosen.counters, *((c, c) for c in spec.SELF_COUNTERS))
+        }
+        self._counter_feed = CounterFeed(
+            {c.name: observable[c.name] for c in spec.USAGE_COUNTERS}
+        )  # fmt: skip
         self._modality = MODALITY_COUNTERS if chosen.latest else frozenset()
         create_gauges(meter, self._limits_callback, ledger)
 
@@ -355,40 +362,16 @@ class TokenTracker:
     def _consume(self, batch: list[Queued]) -> None:
         self._aggregator.consume(batch)
 
-    def _callback(self, name: str) -> Callable[[CallbackOptions], list[Observation]]:
-        def observe(options: CallbackOptions) -> list[Observation]:
-            return self._observe(name)
-
-        return observe
-
-    def _observe(self, name: str) -> list[Observation]:
-        # The SDK calls each callback once per collection, one collection at a time: the
-        # first callback of a collection (whichever instrument it is) folds the queue and
-        # reads every counter at once, so that one export never mixes two moments.
-        snapshot = self._snapshot
-        if snapshot is None or name in snapshot.served:
-            snapshot = self._handoff.drain_then(self._take_snapshot)
-            self._snapshot = snapshot
-        snapshot.served.add(name)
-        return snapshot.observations[name]
-
-    def _take_snapshot(self) -> _Snapshot:
+    def _take_snapshot(self) -> dict[str, list[Observation]]:
         aggregator = self._aggregator
+        aggregator.merge_histograms()  # before the SDK reads its histograms
         observations = {
-            c.name: aggregator.counter_observations(c.name, tokens=c.name in self._modality)
+            c.name: aggregator.counter_observations(
+                c.name, self._counter_feed, tokens=c.name in self._modality
+            )
             for c in spec.USAGE_COUNTERS
         }
         ledger = None if self._ledger is None else ledger_drops(self._ledger.drops())
         observations[spec.DROPPED.name] = self._drops.observations(ledger)
         observations[spec.OVERFLOWED.name] = aggregator.overflow_observations()
-        return _Snapshot(observations)
-
-
-class _Snapshot:
-    """Every counter's observations at one moment, and which callbacks have taken theirs."""
-
-    __slots__ = ("observations", "served")
-
-    def __init__(self, observations: dict[str, list[Observation]]) -> None:
-        self.observations = observations
-        self.served: set[str] = set()
+        return observations
