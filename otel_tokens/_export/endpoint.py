@@ -81,7 +81,7 @@ class PrometheusServer:
         make = make_reader or (lambda registry: PrometheusMetricReader(registry=registry))
         self.reader = make(registry)
         try:
-            self._server = ScrapeServer(host, port, registry)
+            self._server = ScrapeServer(host, port, registry, self.reader)
         except OSError as exc:
             self.reader.shutdown()
             raise CannotServeError(host, port, exc) from exc

@@ -85,14 +85,16 @@ class ScrapeServer:
         host: the address to listen on.
         port: the port; 0 picks a free one.
         registry: a prometheus_client registry (anything with `collect()`).
+        reader: the OpenTelemetry `PrometheusMetricReader` in `registry`, whose
+            collections are then written directly (`scrape_encode`), if given.
 
     Raises:
         OSError: the address cannot be bound.
     """
 
-    def __init__(self, host: str, port: int, registry: Any) -> None:
+    def __init__(self, host: str, port: int, registry: Any, reader: Any = None) -> None:
         self._warn = WarnOnce(limit=64)
-        self._rendering = Renderer(registry, self._warn)
+        self._rendering = Renderer(registry, self._warn, reader)
         self._cap = _connection_cap()
         family, kind, proto, _, address = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE

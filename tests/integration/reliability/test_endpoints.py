@@ -92,6 +92,36 @@ def test_two_hundred_scrapes_at_once_are_all_served_with_exact_totals(endpoint: 
     assert _server_threads() == threads_before == 2
 
 
+def test_scrapes_that_arrive_together_share_one_rendering(monkeypatch: pytest.MonkeyPatch) -> None:
+    telemetry = configure(exporters="prometheus", prometheus_port=0)
+    try:
+        tracker = telemetry.tracker()
+        for _ in range(REQUESTS):
+            tracker.record(_usage())
+        tracker.flush()
+        renderer = telemetry._prometheus._server._rendering  # type: ignore[union-attr]
+        render, renders = renderer.render, []
+
+        def slow_render(scrapes: list[Any]) -> Any:
+            renders.append(len(scrapes))
+            time.sleep(0.3)  # long enough for every scrape below to arrive meanwhile
+            return render(scrapes)
+
+        monkeypatch.setattr(renderer, "render", slow_render)
+        start = threading.Barrier(40)
+
+        def scrape(_: int) -> float:
+            start.wait()
+            return _requests_total(_get(telemetry.prometheus_url or "")[1])
+
+        with ThreadPoolExecutor(40) as pool:
+            totals = list(pool.map(scrape, range(40)))
+        assert totals == [REQUESTS] * 40
+        assert sum(renders) == 40 and len(renders) <= 4, renders
+    finally:
+        telemetry.shutdown()
+
+
 @pytest.mark.slow
 def test_five_hundred_slow_clients_do_not_stop_a_normal_scrape(endpoint: Any) -> None:
     url, _ = endpoint
