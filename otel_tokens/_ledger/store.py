@@ -123,8 +123,8 @@ class Store(BudgetRows):
 
     def write(self, rows: Sequence[Row]) -> int:
         """Insert request rows (`REQUEST_COLUMNS` order) and add them to the hourly sums in
-        one transaction; rows whose uid is already stored are skipped. Returns how many
-        were added."""
+        one transaction; rows whose uid is stored within the idempotency window are
+        skipped. Returns how many were added."""
         raise NotImplementedError
 
     def write_events(self, rows: Sequence[Row]) -> int:
@@ -266,7 +266,8 @@ class Store(BudgetRows):
         return counts[1] + counts[4]
 
     def requests(self, start_us: int, end_us: int, batch: int = 5000) -> Iterator[Row]:
-        """The request rows in [start_us, end_us), in the order written, `REQUEST_COLUMNS`."""
+        """The request rows in [start_us, end_us), in the order stored (each batch sorted
+        by id), `REQUEST_COLUMNS`."""
         return self._rows("otel_tokens_requests", REQUEST_COLUMNS, start_us, end_us, batch)
 
     def events(self, start_us: int, end_us: int, batch: int = 5000) -> Iterator[Row]:

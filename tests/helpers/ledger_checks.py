@@ -88,3 +88,17 @@ def mounted(mountpoint: Path, *mount_args: str) -> Iterator[str]:
     finally:
         if run_command("umount", str(mountpoint)).returncode:
             run_command("umount", "-l", str(mountpoint))
+
+
+def sqlite_ledger_at(path: str | Path, version: int) -> sqlite3.Connection:
+    """A new SQLite ledger as schema `version` made it (its first `version` migrations),
+    as an open connection, for tests of what the later ones do to it."""
+    from otel_tokens._ledger.schema import SQLITE_MIGRATIONS
+
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE otel_tokens_schema (version INTEGER NOT NULL)")
+    for number, statements in enumerate(SQLITE_MIGRATIONS[:version], start=1):
+        for statement in statements:
+            db.execute(statement)
+        db.execute("INSERT INTO otel_tokens_schema (version) VALUES (?)", (number,))
+    return db

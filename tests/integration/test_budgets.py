@@ -17,6 +17,7 @@ from otel_tokens import PriceTable, Usage, UsageLedger
 from otel_tokens._ledger import schema
 from otel_tokens.testing import InMemoryMetrics
 from tests.conftest import SECRET
+from tests.helpers.ledger_checks import sqlite_ledger_at
 
 PRICES = PriceTable.bundled()
 #: gpt-4o-mini: 1M input tokens and 100k output tokens cost $0.21.
@@ -185,12 +186,7 @@ def test_the_budget_gauges_report_every_budget(target: str) -> None:
 
 def _schema_3_ledger(path: str) -> None:
     """A SQLite ledger as the version before teams made it, with one hour of sums."""
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE otel_tokens_schema (version INTEGER NOT NULL)")
-    for number, statements in enumerate(schema.SQLITE_MIGRATIONS[:3], start=1):
-        for statement in statements:
-            db.execute(statement)
-        db.execute("INSERT INTO otel_tokens_schema (version) VALUES (?)", (number,))
+    db = sqlite_ledger_at(path, 3)
     hour = int(time.time()) // 3600 - 2  # a whole hour, read from the sums
     db.execute(
         "INSERT INTO otel_tokens_hourly VALUES ('k', ?, 'openai', 'gpt-4o-mini', '', 'success', "

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from otel_tokens import Usage, UsageLedger
+from otel_tokens._ledger.schema import IDEMPOTENCY_WINDOW_US
 from tests.conftest import SECRET
 
 DAY = datetime(2026, 11, 10, 12, tzinfo=timezone.utc)
@@ -52,8 +53,9 @@ def test_a_snapshot_merges_into_another_ledger_once(tmp_path: Path, target: str)
     assert stat.S_IMODE(snapshot.stat().st_mode) == 0o600
     with UsageLedger(target, api_key_secret=SECRET) as merged:
         merged.record(
-            Usage(provider="openai", model="gpt-4o-mini", input_tokens=1, request_id="req-0")
-        )  # already there: the snapshot's is skipped
+            Usage(provider="openai", model="gpt-4o-mini", input_tokens=1, request_id="req-0"),
+            at=DAY + timedelta(microseconds=IDEMPOTENCY_WINDOW_US // 2),
+        )  # already there, within the idempotency window: the snapshot's is skipped
         merged.flush()
         first = merged.merge(snapshot)
         assert first == {"requests_added": 4, "requests_skipped": 1, "events_added": 3,
