@@ -30,10 +30,11 @@ _STAGING = (
 )
 
 
-def _insert_and_add(*, teams: bool) -> str:
+def _insert_and_add(*, teams: bool, skipping: bool) -> str:
     """Insert the staged requests and add them to the hourly sums (and the team table's,
-    when `teams`). Requests another replica already added (same uid) are not returned, so
-    not summed twice."""
+    when `teams`). When `skipping`, requests already stored (the same id within the
+    idempotency window, added by another replica, a restart or a retry) are skipped, and
+    not summed twice; else the statement fails on the first of them."""
     team_sums = (
         f"""
 ), team_summed AS (
@@ -41,10 +42,10 @@ def _insert_and_add(*, teams: bool) -> str:
         if teams
         else ""
     )
+    on_conflict = "\n    ON CONFLICT DO NOTHING" if skipping else ""
     return f"""WITH added AS (
     INSERT INTO otel_tokens_requests ({_COLUMNS})
-    SELECT {_COLUMNS} FROM otel_tokens_staging
-    ON CONFLICT (uid) DO NOTHING
+    SELECT {_COLUMNS} FROM otel_tokens_staging{on_conflict}
     RETURNING {_COLUMNS}
 ), summed AS (
 {_hourly_upsert("added", greatest="GREATEST")}{team_sums}
@@ -52,8 +53,12 @@ def _insert_and_add(*, teams: bool) -> str:
 SELECT COUNT(*) FROM added"""
 
 
-_INSERT_AND_ADD = _insert_and_add(teams=False)
-_INSERT_AND_ADD_TEAMS = _insert_and_add(teams=True)
+#: By (teams, skipping).
+_INSERTS = {
+    (teams, skipping): _insert_and_add(teams=teams, skipping=skipping)
+    for teams in (False, True)
+    for skipping in (False, True)
+}
 _EVENTS = ", ".join(EVENT_COLUMNS)
 _EVENT_STAGING = (
     f"""CREATE TEMP TABLE IF NOT EXISTS otel_tokens_event_staging
@@ -110,6 +115,7 @@ class PostgresStore(Store):
         self._conninfo = _with_defaults(psycopg, url)
         self._lock = threading.Lock()
         self._reading = threading.Lock()
+        self._skipping = False  # whether writes skip stored requests (see `_write`)
         try:
             self._db = self._connect()
             self._reader = self._connect()
@@ -187,10 +193,23 @@ class PostgresStore(Store):
         return len(added)
 
     def _write(self, db: Any, rows: Sequence[Row]) -> int:
+        """Insert `rows` without ON CONFLICT while batches hold no stored request: a
+        quarter less of the server's time per row than checking each one first. A batch
+        that does hold one fails its insert (undone to a savepoint), and is written again
+        skipping them; the batches after it skip them too, until one has none to skip."""
+        teams = names_a_team(rows)
         with db.transaction(), _staged(db, _STAGING, rows) as cursor:
-            cursor.execute(_INSERT_AND_ADD_TEAMS if names_a_team(rows) else _INSERT_AND_ADD)
-            added = cursor.fetchone()
-        return int(added[0]) if added else 0
+            if not self._skipping:
+                try:
+                    with db.transaction():  # a savepoint
+                        cursor.execute(_INSERTS[teams, False])
+                        return _count(cursor)
+                except self._psycopg.errors.UniqueViolation:
+                    self._skipping = True
+            cursor.execute(_INSERTS[teams, True])
+            added = _count(cursor)
+            self._skipping = added < len(rows)
+            return added
 
     def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         def work(db: Any) -> list[int]:
@@ -200,6 +219,11 @@ class PostgresStore(Store):
         with self._lock:
             result: list[int] = self._on_writer(work)
             return result
+
+
+def _count(cursor: Any) -> int:
+    found = cursor.fetchone()
+    return int(found[0]) if found else 0
 
 
 @contextlib.contextmanager

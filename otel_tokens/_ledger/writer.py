@@ -7,13 +7,14 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from otel_tokens._base.meters import MeterEvent
 from otel_tokens._base.text import said
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._ledger.budget_book import BudgetBook
 from otel_tokens._ledger.rows import EventRow, Queued, QueuedUsage, RequestRow, RowMaker
+from otel_tokens._ledger.schema import write_order
 from otel_tokens._ledger.store import Store
 
 #: How often the writer looks for rows within each flush interval (see `_write_loop`).
@@ -22,8 +23,19 @@ _TICKS_PER_INTERVAL = 4
 _Row = TypeVar("_Row", RequestRow, EventRow)
 
 
+class _Batch(NamedTuple):
+    """Entries taken from the queue, as the rows to write."""
+
+    entries: int
+    requests: Sequence[RequestRow]
+    events: list[EventRow]
+
+
 class Writer:
-    """A bounded queue of entries and the thread that writes them, a batch per transaction.
+    """A bounded queue of entries and the two threads that write them, a batch per
+    transaction: one makes the rows of the next batch while the other commits the last
+    one, so that the database's work (in SQLite's C code, or in the PostgreSQL server)
+    overlaps the rows' Python work instead of following it.
 
     Args:
         store: the database, as the ledger has it now (a forked child opens its own).
@@ -67,12 +79,16 @@ class Writer:
         self._queue: deque[Queued] = deque()
         self._cond = threading.Condition()
         self._taken = 0  # entries the writer took from the queue
-        self._in_flight = 0  # of them, those it is writing now
-        self._done = 0  # entries written or dropped
+        self._done = 0  # of them, those written or dropped
+        self._committing: _Batch | None = None  # the batch handed to the committer
+        self._abandoned = False  # close() gave up on the database: write nothing more
         self._drops: Counter[str] = Counter()
         self._warn = WarnOnce()
         self._thread = threading.Thread(target=self._write_loop, name="otel_tokens-ledger",
                                         daemon=True)  # fmt: skip
+        self._committer = threading.Thread(target=self._commit_loop, daemon=True,
+                                           name="otel_tokens-ledger-commit")  # fmt: skip
+        self._committer.start()
         self._thread.start()
 
     def put(self, entry: Queued) -> None:
@@ -117,29 +133,68 @@ class Writer:
             return dict(self._drops)
 
     def _write_loop(self) -> None:
-        # A row waits at most a tick for the writer to take it, behind at most one batch
-        # being written, and is durable once its own batch commits: while the writer keeps
-        # up (a batch takes less than a tick), under three ticks, within flush_interval_s.
+        # A row waits at most a tick for the writer to take it, behind at most the batch
+        # being made and the one being committed, and is durable once its own batch
+        # commits: while the writer keeps up (a batch takes less than a tick), under three
+        # ticks, within flush_interval_s.
         tick = self._interval / _TICKS_PER_INTERVAL
+        try:
+            while True:
+                with self._cond:
+                    if len(self._queue) < self._batch_size and not self.closed:
+                        self._cond.wait(tick)
+                    if self.closed and not self._queue:
+                        return
+                while self._queue:  # all that is queued now, a batch at a time
+                    if (batch := self._take()) is not None:
+                        self._hand_over(batch)
+                    self._book.tick()
+                self._book.tick()
+        finally:
+            with self._cond:  # the last batch committed (or given up on): the committer ends
+                while self._committing is not None and not self._abandoned:
+                    self._cond.wait(0.1)
+                self._abandoned = True
+                self._cond.notify_all()
+
+    def _hand_over(self, batch: _Batch) -> None:
+        """Give `batch` to the committer once it has committed the last one."""
+        with self._cond:
+            while self._committing is not None and not self._abandoned:
+                self._cond.wait(0.1)
+            if self._abandoned:  # close() counted it dropped already
+                return
+            self._committing = batch
+            self._cond.notify_all()
+
+    def _commit_loop(self) -> None:
         while True:
             with self._cond:
-                if len(self._queue) < self._batch_size and not self.closed:
-                    self._cond.wait(tick)
-                if self.closed and not self._queue:
+                while self._committing is None and not self._abandoned:
+                    self._cond.wait()
+                batch = self._committing
+                if batch is None or self._abandoned:  # done, or close() counted it dropped
                     return
-            while self._queue:  # all that is queued now, a batch at a time
-                self._write_some()
-                self._book.tick()
-            self._book.tick()
+            try:
+                self._commit(batch)
+            finally:
+                with self._cond:
+                    self._committing = None
+                    self._cond.notify_all()
 
     def _write_some(self) -> None:
+        """Take a batch and commit it on this thread (when there is no writer)."""
+        if (batch := self._take()) is not None:
+            self._commit(batch)
+
+    def _take(self) -> _Batch | None:
+        """Take up to a batch of entries from the queue and make their rows."""
         queue = self._queue
         with self._cond:
             entries = [queue.popleft() for _ in range(min(self._batch_size, len(queue)))]
             self._taken += len(entries)
-            self._in_flight = len(entries)
         if not entries:
-            return
+            return None
         requests: list[RequestRow] = []
         events: list[EventRow] = []
         try:
@@ -152,16 +207,32 @@ class Writer:
                         events.append(self._rows.event_row(entry))
                 except Exception:
                     self.drop("internal_error", "making its row failed (a bug: please report it)")
-            store = self._store()
-            if requests:
-                self._write_batch(store, self._write_requests(store), requests)
-            if events:
-                self._write_batch(store, self._write_events(store), events)
+            ordered = write_order(requests)
+        except BaseException:
+            self._finished(len(entries))
+            raise
+        return _Batch(len(entries), ordered, events)
+
+    def _commit(self, batch: _Batch) -> None:
+        """Write a batch's rows (or count them dropped), and count its entries done."""
+        try:
+            try:
+                store = self._store()
+            except Exception as exc:  # a forked child's database, opened anew, is not there
+                rows = len(batch.requests) + len(batch.events)
+                self.drop("write_failed", f"opening {self._target!r} failed: {said(exc)}", rows)
+                return
+            if batch.requests:
+                self._write_batch(store, self._write_requests(store), batch.requests)
+            if batch.events:
+                self._write_batch(store, self._write_events(store), batch.events)
         finally:
-            with self._cond:
-                self._done += len(entries)
-                self._in_flight = 0
-                self._cond.notify_all()
+            self._finished(batch.entries)
+
+    def _finished(self, entries: int) -> None:
+        with self._cond:
+            self._done += entries
+            self._cond.notify_all()
 
     def _write_requests(self, store: Store) -> Callable[[Sequence[RequestRow]], int]:
         def write(batch: Sequence[RequestRow]) -> int:
@@ -211,7 +282,7 @@ class Writer:
             target = self._taken + len(self._queue)  # all queued so far
             self._cond.notify_all()
             while self._done < target:
-                if not self._thread.is_alive():
+                if not (self._thread.is_alive() and self._committer.is_alive()):
                     break
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -244,8 +315,10 @@ class Writer:
         self._thread.join(left_s)  # it writes what is queued, then stops
         if self._thread.is_alive():  # stuck on a database that does not answer
             with self._cond:
-                left = len(self._queue) + self._in_flight
+                left = len(self._queue) + self._taken - self._done
                 self._queue.clear()
+                self._abandoned = True  # the batch made, not yet handed over, is not
+                self._cond.notify_all()
             why = (
                 f"the ledger was closed after waiting {timeout_s:g} s for {self._target!r} to "
                 "take them (the batch being written is counted too, though the database may "

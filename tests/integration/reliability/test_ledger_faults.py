@@ -337,6 +337,40 @@ def test_closing_against_a_stalled_database_gives_up_within_its_timeout(
     proxy.restore()
 
 
+def test_a_forked_child_that_cannot_reach_its_database_counts_its_rows_and_closes(
+    proxied: tuple[str, TcpProxy],
+) -> None:
+    """A child opens its own connection when it first writes; with the server gone, its
+    writer counts the batch dropped and goes on, and close() returns (its committer
+    thread once died there, and close() waited for it for ever)."""
+    url, proxy = proxied
+    ledger = UsageLedger(url, api_key_secret=SECRET, flush_interval_s=0.1)
+    ledger.record(_usage(0))
+    assert ledger.flush(timeout_s=30)
+    proxy.cut()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            for n in range(20):
+                ledger.record(_usage(n))
+            flushed = ledger.flush(timeout_s=20)
+            closed = ledger.close(timeout_s=10)
+            code = 0 if flushed and closed and ledger.drops() == {"write_failed": 20} else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done == (0, 0):
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not close within 60 s")
+    proxy.restore()
+    ledger.close()
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
 def test_a_sqlite_file_locked_by_another_process_drops_counted_then_writes_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
