@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import os
 import random
 import sqlite3
 import statistics
@@ -238,6 +239,15 @@ class Seed:
     reused: str = ""
 
 
+def _settle() -> float:
+    """Write the seed's dirty pages to disk before anything is timed (the seed writes
+    gigabytes without syncing, which the kernel would otherwise write back during the
+    ingest that follows); how long that took."""
+    started = time.perf_counter()
+    os.sync()
+    return time.perf_counter() - started
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -270,13 +280,20 @@ def seed_sqlite(path: Path, total: int, pool: list[Row], keys: Sequence[str]) ->
             "WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)\n"
             + _seed_select("sqlite", numbers)
         )
+        indexes = [sql for (sql,) in db.execute(_SQLITE_INDEXES)]
         started = time.perf_counter()
+        for (name,) in db.execute(_SQLITE_INDEX_NAMES).fetchall():
+            db.execute(f"DROP INDEX {name}")
         for low, high in _chunks(total):
             db.execute("BEGIN")
             db.execute(insert, (low, high, end_us - DAYS * 86_400 * US_PER_S, step))
             db.execute("COMMIT")
             _progress(f"  sqlite seed: {high:,} / {total:,} requests")
         seconds["requests"] = time.perf_counter() - started
+        started = time.perf_counter()
+        for sql in indexes:  # the ledger's own definitions, built once over all rows
+            db.execute(sql)
+        seconds["indexes"] = time.perf_counter() - started
         started = time.perf_counter()
         db.execute("BEGIN")
         db.execute(hourly_upsert("otel_tokens_requests WHERE id > 0", greatest="MAX"))
@@ -287,7 +304,21 @@ def seed_sqlite(path: Path, total: int, pool: list[Row], keys: Sequence[str]) ->
         db.execute("PRAGMA journal_mode = WAL")
         seconds["analyze"] = time.perf_counter() - started
         hourly = db.execute("SELECT COUNT(*) FROM otel_tokens_hourly").fetchone()[0]
+    seconds["sync"] = _settle()
     return Seed(total, hourly, seconds, path.stat().st_size)
+
+
+#: The request table's indexes, as the ledger made them: the seed drops them and builds
+#: them again once all rows are in, which is faster than keeping them up row by row.
+_SQLITE_INDEXES = (
+    "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'otel_tokens_requests' "
+    "AND sql IS NOT NULL"
+)
+_SQLITE_INDEX_NAMES = _SQLITE_INDEXES.replace("SELECT sql", "SELECT name", 1)
+_POSTGRES_INDEXES = (
+    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'otel_tokens_requests' "
+    "AND schemaname = current_schema() AND indexname <> 'otel_tokens_requests_pkey'"
+)
 
 
 def reuse_reason(fetch: Callable[[str], list[Row]], total: int, where: str) -> str:
@@ -330,11 +361,18 @@ def seed_postgres(url: str, total: int, pool: list[Row], keys: Sequence[str]) ->
             + _seed_select("postgres", "generate_series(%s::bigint, %s::bigint - 1) AS g(i)")
             + "\nORDER BY i"
         )
+        indexes = db.execute(_POSTGRES_INDEXES).fetchall()
         started = time.perf_counter()
+        for name, _ in indexes:
+            db.execute(f"DROP INDEX {name}")
         for low, high in _chunks(total):
             db.execute(insert, (end_us - DAYS * 86_400 * US_PER_S, step, low, high))
             _progress(f"  postgres seed: {high:,} / {total:,} requests")
         seconds["requests"] = time.perf_counter() - started
+        started = time.perf_counter()
+        for _, definition in indexes:  # the ledger's own definitions, built once
+            db.execute(definition)
+        seconds["indexes"] = time.perf_counter() - started
         started = time.perf_counter()
         db.execute(hourly_upsert("otel_tokens_requests", greatest="GREATEST"))
         seconds["hourly"] = time.perf_counter() - started
@@ -342,6 +380,8 @@ def seed_postgres(url: str, total: int, pool: list[Row], keys: Sequence[str]) ->
         db.execute("VACUUM ANALYZE otel_tokens_requests")
         db.execute("VACUUM ANALYZE otel_tokens_hourly")
         seconds["vacuum analyze"] = time.perf_counter() - started
+        db.execute("CHECKPOINT")
+        seconds["sync"] = _settle()
         row = db.execute(
             "SELECT (SELECT COUNT(*) FROM otel_tokens_hourly), "
             "pg_total_relation_size('otel_tokens_requests') "
@@ -504,7 +544,8 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> None:
                 Path(name).unlink(missing_ok=True)
             seed = seed_sqlite(path, args.requests, pool, key_ids("bench-seed"))
         with closing(sqlite3.connect(path)) as db:
-            _finish(backend, target=str(path), seed=seed, fetch=_reader(db), args=args, live=live)
+            _finish(backend, target=str(path), seed=seed, fetch=_reader(db), args=args, live=live,
+                    kept=bool(args.keep))  # fmt: skip
         return
     for usages, what in zip((live, replay), _EMPTY, strict=True):
         with postgres_schema(args.postgres) as url:
@@ -528,7 +569,8 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> None:
                 pg.execute(f"DROP SCHEMA {args.keep_schema} CASCADE")
                 pg.execute(f"CREATE SCHEMA {args.keep_schema}")
             seed = seed_postgres(url, args.requests, pool, key_ids("bench-seed"))
-        _finish(backend, target=url, seed=seed, fetch=fetch, args=args, live=live)
+        _finish(backend, target=url, seed=seed, fetch=fetch, args=args, live=live,
+                kept=bool(args.keep_schema))  # fmt: skip
 
 
 def _reader(db: sqlite3.Connection) -> Callable[[str], list[Row]]:
@@ -549,8 +591,10 @@ def _finish(
     fetch: Callable[[str], list[Row]],
     args: argparse.Namespace,
     live: list[Usage],
+    kept: bool,
 ) -> None:
-    """Check the seeded ledger, time its queries, then ingest into it (and take that out)."""
+    """Check the seeded ledger, time its queries, then ingest into it (and take that out of
+    a ledger that is `kept`)."""
     report_seed(backend, seed)
     seed_keys = key_ids("bench-seed")
     with UsageLedger(target) as ledger:
@@ -563,9 +607,10 @@ def _finish(
     unnamed = [dataclasses.replace(u, request_id=None) for u in live]
     what = f"live (at=now), no request ids, into the {seed.requests:,}-request ledger"
     report_ingest(backend, what, ingest(target, unnamed, spread=False, batch_size=args.batch_size))
-    with UsageLedger(target) as ledger:  # leave the seeded ledger as it was
-        for key in key_ids("bench-ingest"):
-            ledger.reset(key_id=key)
+    if kept:  # leave a kept ledger as it was seeded
+        with UsageLedger(target) as ledger:
+            for key in key_ids("bench-ingest"):
+                ledger.reset(key_id=key)
 
 
 def replace_id(usage: Usage) -> Usage:

@@ -11,8 +11,10 @@ prints, last, one line per target:
    exporter's families and prometheus_client's encoder take, byte-identical, and 20
    scrapes at once sharing renderings;
 3. ledger: >= 50,000 records/s in every ingest mode of `bench_ledger.py`, on SQLite and
-   PostgreSQL (the seeded ledger holds `--requests` requests: 1 million by default, to
-   stay under 10 minutes; the target is stated for 10 million, `--requests 10_000_000`).
+   PostgreSQL, the seeded ledger holding `--requests` requests (10 million, as the target
+   says, by default) with a random request id each.
+
+The whole run's time is printed last, with the 10 minutes it should stay under.
 
 Run from the repository root: python benchmarks/bench_targets.py [--requests N]
 Exits 1 when a target fails.
@@ -24,6 +26,7 @@ import argparse
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -98,12 +101,15 @@ def ledger_target(requests: int) -> tuple[bool, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=1_000_000, help="seeded ledger size")
+    parser.add_argument("--requests", type=int, default=10_000_000, help="seeded ledger size")
     args = parser.parse_args()
+    started = time.perf_counter()
     results = [record_target(), scrape_target(), ledger_target(args.requests)]
     print()
     for n, (ok, line) in enumerate(results, 1):
         print(f"target {n} {'PASS' if ok else 'FAIL'}  {line}")
+    minutes = (time.perf_counter() - started) / 60
+    print(f"all targets measured in {minutes:.1f} minutes (to stay under 10)")
     raise SystemExit(0 if all(ok for ok, _ in results) else 1)
 
 
