@@ -147,8 +147,11 @@ def test_the_forecast_is_the_last_hours_burn_and_none_when_the_period_resets_fir
     ledger.set_budget(2, team="t", period="30d")  # a rolling window never resets
     ledger.set_budget(100, team="t", period="day")  # resets long before $100 at $0.42/h
     ledger.set_budget("0.2", team="u")
-    ledger.record(usage(team="t"), at=now - timedelta(minutes=1))
-    ledger.record(usage(team="t"), at=now - timedelta(minutes=2))
+    # Both in the current UTC hour: the hour before is counted pro rata, so a record in its
+    # last minutes (a run just after the hour) would count for less than its cost.
+    into_hour = now - now.replace(minute=0, second=0, microsecond=0)
+    ledger.record(usage(team="t"), at=now - min(timedelta(minutes=1), into_hour / 3))
+    ledger.record(usage(team="t"), at=now - min(timedelta(minutes=2), into_hour * 2 / 3))
     ledger.record(usage(team="u"))
     assert ledger.flush()
     statuses = {(s.budget.subject, s.budget.period): s for s in ledger.budget_statuses()}
