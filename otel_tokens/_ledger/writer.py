@@ -81,7 +81,7 @@ class Writer:
         self._taken = 0  # entries the writer took from the queue
         self._done = 0  # of them, those written or dropped
         self._committing: _Batch | None = None  # the batch handed to the committer
-        self._abandoned = False  # close() gave up on the database: write nothing more
+        self._abandoned = False  # no batch more: the writer ended, or close() gave up
         self._drops: Counter[str] = Counter()
         self._warn = WarnOnce()
         self._thread = threading.Thread(target=self._write_loop, name="otel_tokens-ledger",
@@ -152,20 +152,23 @@ class Writer:
                 self._book.tick()
         finally:
             with self._cond:  # the last batch committed (or given up on): the committer ends
-                while self._committing is not None and not self._abandoned:
-                    self._cond.wait(0.1)
+                self._wait_for_committer()
                 self._abandoned = True
                 self._cond.notify_all()
 
     def _hand_over(self, batch: _Batch) -> None:
         """Give `batch` to the committer once it has committed the last one."""
         with self._cond:
-            while self._committing is not None and not self._abandoned:
-                self._cond.wait(0.1)
+            self._wait_for_committer()
             if self._abandoned:  # close() counted it dropped already
                 return
             self._committing = batch
             self._cond.notify_all()
+
+    def _wait_for_committer(self) -> None:
+        """Wait (holding `_cond`) until the committer has no batch, or there is no more."""
+        while self._committing is not None and not self._abandoned:
+            self._cond.wait(0.1)
 
     def _commit_loop(self) -> None:
         while True:
