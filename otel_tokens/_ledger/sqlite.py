@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import threading
@@ -30,10 +31,25 @@ CACHE_KIB = 65_536
 #: 4 KiB), not SQLite's 1,000: a batch of random request ids dirties an index page per
 #: row, so with the default every commit also checkpointed, and fsynced twice.
 WAL_CHECKPOINT_PAGES = 10_000
-_INSERT = (
-    f"INSERT OR IGNORE INTO otel_tokens_requests ({', '.join(REQUEST_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})"
-)
+#: Request rows per INSERT statement: 47 x 21 columns stays within 999 parameters, the
+#: limit of SQLite before 3.32. One statement per row released and took back the GIL around
+#: every row (the sqlite3 module does so per step): a third more time per row when the
+#: writer's other thread runs Python meanwhile.
+ROWS_PER_INSERT = 999 // len(REQUEST_COLUMNS)
+
+
+def _insert(rows: int) -> str:
+    """INSERT OR IGNORE of `rows` request rows: an id already stored within the idempotency
+    window, or earlier in the same statement, is skipped, so the first recorded is kept."""
+    one = f"({', '.join('?' for _ in REQUEST_COLUMNS)})"
+    return (
+        f"INSERT OR IGNORE INTO otel_tokens_requests ({', '.join(REQUEST_COLUMNS)}) "
+        f"VALUES {', '.join([one] * rows)}"
+    )
+
+
+_INSERT_ONE = _insert(1)
+_INSERT_MANY = _insert(ROWS_PER_INSERT)
 _ADD_TO_HOURS = _hourly_upsert("otel_tokens_requests WHERE id > ?", greatest="MAX")
 _ADD_TO_TEAM_HOURS = team_hourly_upsert(
     "otel_tokens_requests WHERE id > ? AND team <> ''", greatest="MAX"
@@ -91,7 +107,7 @@ class SQLiteStore(Store):
         with self._lock, _immediate(self._db) as db:
             before = db.execute("SELECT COALESCE(MAX(id), 0) FROM otel_tokens_requests")
             last_id = before.fetchone()[0]
-            added = db.executemany(_INSERT, rows).rowcount
+            added = _insert_requests(db, rows)
             if added:
                 db.execute(_ADD_TO_HOURS, (last_id,))
                 if names_a_team(rows):  # a second pass only for teams
@@ -111,6 +127,19 @@ class SQLiteStore(Store):
     def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         with self._lock, _immediate(self._db) as db:
             return [int(db.execute(sql, params).rowcount) for sql, params in statements]
+
+
+def _insert_requests(db: sqlite3.Connection, rows: Sequence[Row]) -> int:
+    """Insert `rows` in their order, `ROWS_PER_INSERT` to a statement; how many were added."""
+    whole = len(rows) - len(rows) % ROWS_PER_INSERT
+    chunks = (
+        list(itertools.chain.from_iterable(rows[start : start + ROWS_PER_INSERT]))
+        for start in range(0, whole, ROWS_PER_INSERT)
+    )
+    added = db.executemany(_INSERT_MANY, chunks).rowcount if whole else 0
+    if whole < len(rows):
+        added += db.executemany(_INSERT_ONE, rows[whole:]).rowcount
+    return int(added)
 
 
 @contextlib.contextmanager
