@@ -64,8 +64,20 @@ def test_record_never_starts_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("yield_every", [0, 100], ids=["tight-loop", "yielding"])
 @pytest.mark.slow
-def test_collections_finish_while_producers_outpace_the_consumer(yield_every: int) -> None:
+def test_collections_finish_while_producers_outpace_the_consumer(
+    yield_every: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     metrics = InMemoryMetrics()
+    # A consumer slower than the producers, as on a busy machine: unaided, yielding
+    # producers left it keeping up in some runs here (a backlog of 2,100 at most in 10 s).
+    handoff = metrics.tracker._handoff
+    consume = handoff._consume
+
+    def slow_consume(batch: list[object]) -> None:
+        time.sleep(0.01)  # 512 records per 10 ms: about a third of what two producers make
+        consume(batch)
+
+    monkeypatch.setattr(handoff, "_consume", slow_consume)
     stop = threading.Event()
     produced = [0, 0]
     collections: list[int] = []
