@@ -148,6 +148,7 @@ class UsageLedger(LedgerReading, LedgerBudgets):
             interval_s=float(flush_interval_s),
             block=when_full == "block",
             book=self._book,
+            sum_hours=self._opened.takes_hour_sums,
         )
         self._book.tick(force=True)  # the budgets, before any request asks for one
         me = weakref.ref(self)

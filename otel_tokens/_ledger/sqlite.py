@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from otel_tokens._ledger.hour_sums import HourSums
 from otel_tokens._ledger.schema import (
     EVENT_COLUMNS,
     REQUEST_COLUMNS,
@@ -103,7 +104,7 @@ class SQLiteStore(Store):
         with _immediate(self._db) as db:
             migrate(db.execute, SQLITE_MIGRATIONS, description=self.description, placeholder="?")
 
-    def write(self, rows: Sequence[Row]) -> int:
+    def write(self, rows: Sequence[Row], sums: HourSums | None = None) -> int:
         with self._lock, _immediate(self._db) as db:
             before = db.execute("SELECT COALESCE(MAX(id), 0) FROM otel_tokens_requests")
             last_id = before.fetchone()[0]

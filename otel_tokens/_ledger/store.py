@@ -14,6 +14,7 @@ from typing import Any
 
 from otel_tokens._base.meters import MeterSpec
 from otel_tokens._ledger.budget_rows import BudgetRows
+from otel_tokens._ledger.hour_sums import HourSums
 from otel_tokens._ledger.schema import (
     DIMENSIONS,
     EVENT_COLUMNS,
@@ -116,15 +117,18 @@ class Store(BudgetRows):
     #: The dialect's two-argument maximum.
     greatest = "MAX"
     description = ""
+    #: Whether `write()` adds hourly sums made in Python (else it sums in SQL).
+    takes_hour_sums = False
     _db: Any
     _reader: Any
     _lock: threading.Lock
     _reading: threading.Lock
 
-    def write(self, rows: Sequence[Row]) -> int:
+    def write(self, rows: Sequence[Row], sums: HourSums | None = None) -> int:
         """Insert request rows (`REQUEST_COLUMNS` order) and add them to the hourly sums in
         one transaction; rows whose uid is stored within the idempotency window are
-        skipped. Returns how many were added."""
+        skipped. Returns how many were added. `sums`, the rows' `hour_sums()` when the
+        store `takes_hour_sums`, made by the caller ahead of time, saves making them here."""
         raise NotImplementedError
 
     def write_events(self, rows: Sequence[Row]) -> int:

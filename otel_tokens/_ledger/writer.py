@@ -13,6 +13,7 @@ from otel_tokens._base.meters import MeterEvent
 from otel_tokens._base.text import said
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._ledger.budget_book import BudgetBook
+from otel_tokens._ledger.hour_sums import HourSums, hour_sums
 from otel_tokens._ledger.rows import EventRow, Queued, QueuedUsage, RequestRow, RowMaker
 from otel_tokens._ledger.schema import write_order
 from otel_tokens._ledger.store import Store
@@ -29,6 +30,8 @@ class _Batch(NamedTuple):
     entries: int
     requests: Sequence[RequestRow]
     events: list[EventRow]
+    #: The requests' hourly sums, for a store that `takes_hour_sums`.
+    sums: HourSums | None
 
 
 class Writer:
@@ -47,6 +50,8 @@ class Writer:
         block: whether `put()` waits for room instead of dropping.
         book: the budgets, told of each batch of requests committed and brought up to date
             on every tick.
+        sum_hours: whether to make each batch's hourly sums with its rows, for a store that
+            `takes_hour_sums`: on this thread, while the last batch commits.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class Writer:
         interval_s: float,
         block: bool,
         book: BudgetBook,
+        sum_hours: bool = False,
     ) -> None:
         self._store = store
         self._book = book
@@ -69,6 +75,7 @@ class Writer:
         self._batch_size = batch_size
         self._interval = interval_s
         self._block = block
+        self._sum_hours = sum_hours
         self.closed = False
         self._closing_by = math.inf  # when close(timeout_s=) gives up
         self.start_afresh()
@@ -211,10 +218,11 @@ class Writer:
                 except Exception:
                     self.drop("internal_error", "making its row failed (a bug: please report it)")
             ordered = write_order(requests)
+            sums = hour_sums(ordered) if self._sum_hours and ordered else None
         except BaseException:
             self._finished(len(entries))
             raise
-        return _Batch(len(entries), ordered, events)
+        return _Batch(len(entries), ordered, events, sums)
 
     def _commit(self, batch: _Batch) -> None:
         """Write a batch's rows (or count them dropped), and count its entries done."""
@@ -226,7 +234,7 @@ class Writer:
                 self.drop("write_failed", f"opening {self._target!r} failed: {said(exc)}", rows)
                 return
             if batch.requests:
-                self._write_batch(store, self._write_requests(store), batch.requests)
+                self._write_batch(store, self._write_requests(store, batch), batch.requests)
             if batch.events:
                 self._write_batch(store, self._write_events(store), batch.events)
         finally:
@@ -237,11 +245,13 @@ class Writer:
             self._done += entries
             self._cond.notify_all()
 
-    def _write_requests(self, store: Store) -> Callable[[Sequence[RequestRow]], int]:
-        def write(batch: Sequence[RequestRow]) -> int:
+    def _write_requests(self, store: Store, batch: _Batch) -> Callable[[Sequence[RequestRow]], int]:
+        def write(rows: Sequence[RequestRow]) -> int:
+            # The sums made ahead are the whole batch's, not those of a half of it.
+            sums = batch.sums if rows is batch.requests else None
             with self._book.committing():
-                added = store.write(batch)
-                self._book.added(batch, added)
+                added = store.write(rows, sums)
+                self._book.added(rows, added)
             return added
 
         return write
