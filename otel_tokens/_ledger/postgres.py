@@ -219,8 +219,9 @@ class PostgresStore(Store):
 
     def _write(self, db: Any, rows: Sequence[Row], sums: HourSums | None) -> int:
         """While batches hold no stored request, copy `rows` straight into the requests
-        table and add their hourly sums, made here: half the server's time per row of
-        staging them, inserting from there and summing what was inserted. A batch that
+        table and add their hourly sums, made in Python (`sums`, by the writer while the
+        last batch committed, else here): half the server's time per row of staging them,
+        inserting from there and summing what was inserted. A batch that
         does hold one fails its copy (undone to a savepoint), and is written again through
         the staging table, skipping the stored ones; the batches after it skip them too,
         until one has none to skip."""
