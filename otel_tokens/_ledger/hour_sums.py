@@ -8,7 +8,7 @@ those `schema.hourly_upsert` makes in SQL, column for column.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from otel_tokens._ledger.schema import (
@@ -27,7 +27,7 @@ _INPUT, _OUTPUT = REQUEST_COLUMNS.index("input_tokens"), REQUEST_COLUMNS.index("
 _TOKENS = tuple(REQUEST_COLUMNS.index(name) for name in TOKEN_COLUMNS)
 
 
-def _sums(rows: Sequence[Row], key_of: Any) -> list[Row]:
+def _sums(rows: Sequence[Row], key_of: Callable[[Row], tuple[Any, ...]]) -> list[Row]:
     """The rows of `rows`' sums by `key_of(row)`, sorted by key: the key, then
     `SUM_COLUMNS` (unpriced tokens: the input and output of rows without a cost)."""
     found: dict[tuple[Any, ...], list[int]] = {}

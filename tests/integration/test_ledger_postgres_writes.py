@@ -14,7 +14,7 @@ import pytest
 from otel_tokens._ledger.hour_sums import HOURLY, SUM_COLUMNS, TEAM_HOURLY
 from otel_tokens._ledger.postgres import PostgresStore
 from tests.conftest import postgres_schema
-from tests.unit.test_hour_sums import _rows
+from tests.helpers.request_rows import request_rows
 
 Row = tuple[Any, ...]
 
@@ -45,6 +45,12 @@ def _tables(store: PostgresStore) -> list[list[Row]]:
     return tables
 
 
+def _staged_on(store: PostgresStore) -> bool:
+    """Whether the store's writing session has staged a batch (made the staging table)."""
+    found = store._db.execute("SELECT to_regclass('pg_temp.otel_tokens_staging')").fetchone()
+    return found[0] is not None
+
+
 def _positive(rows: list[Row]) -> list[Row]:
     return [row for row in rows if row[1] >= 0]  # at_us: the ledger takes no earlier times
 
@@ -52,11 +58,12 @@ def _positive(rows: list[Row]) -> list[Row]:
 def test_a_batch_copied_in_sums_as_a_staged_batch_does(
     store: PostgresStore, other: PostgresStore
 ) -> None:
-    rows = _positive(_rows(3000, seed=3))
+    rows = _positive(request_rows(3000, seed=3))
     assert store.write(rows) == len(rows)
-    assert not store._skipping  # copied straight in: nothing was stored
+    assert not store._skipping and not _staged_on(store)  # copied straight in
     other._skipping = True  # as after a batch that held a stored request
     assert other.write(rows) == len(rows)
+    assert _staged_on(other)
     assert not other._skipping  # none skipped: the next batch is copied
     copied, staged = _tables(store), _tables(other)
     assert copied == staged
@@ -66,7 +73,7 @@ def test_a_batch_copied_in_sums_as_a_staged_batch_does(
 def test_a_batch_holding_stored_requests_adds_the_rest_once_then_copying_resumes(
     store: PostgresStore, other: PostgresStore
 ) -> None:
-    rows = _positive(_rows(2000, seed=4))
+    rows = _positive(request_rows(2000, seed=4))
     first, rest = rows[:800], rows[800:]
     assert store.write(first) == len(first)
     assert store.write(rows) == len(rest)  # the copy failed on a stored id: skipped them

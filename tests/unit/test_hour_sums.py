@@ -4,7 +4,6 @@ what an hour holds."""
 
 from __future__ import annotations
 
-import random
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -19,37 +18,13 @@ from otel_tokens._ledger.hour_sums import (
 from otel_tokens._ledger.schema import (
     REQUEST_COLUMNS,
     SQLITE_MIGRATIONS,
-    US_PER_HOUR,
     hourly_upsert,
     migrate,
     team_hourly_upsert,
 )
+from tests.helpers.request_rows import request_rows
 
 Row = tuple[Any, ...]
-
-
-def _rows(count: int, seed: int) -> list[Row]:
-    """Request rows over a few keys, models, statuses, teams and hours (one before 1970,
-    where SQL's division and Python's floor differ), a third of them unpriced."""
-    rng = random.Random(seed)
-    base = 1_780_000_000 * 1_000_000
-    rows = []
-    for n in range(count):
-        at_us = rng.choice([base, -3 * US_PER_HOUR // 2]) + rng.randrange(5 * US_PER_HOUR)
-        values = {
-            "uid": f"r{n}", "at_us": at_us, "key_id": rng.choice(["k1", "k2", ""]),
-            "provider": "openai", "model": rng.choice(["gpt-4o", "o3", "\u00e9t\u00e9"]),
-            "request_model": "m", "operation": "chat", "scenario": rng.choice(["", "rag"]),
-            "user_tier": "", "status": rng.choice(["success", "error", "canceled"]),
-            "error_type": None, "streamed": 0, "input_tokens": rng.randrange(10**6),
-            "output_tokens": rng.randrange(10**4), "cache_read_tokens": rng.randrange(99),
-            "cache_write_tokens": rng.randrange(99), "reasoning_tokens": rng.randrange(99),
-            "system_tokens": rng.randrange(99),
-            "cost_pico": None if rng.random() < 0.33 else rng.randrange(10**12),
-            "latency_s": 0.5, "team": rng.choice(["", "", "blue", "red"]),
-        }  # fmt: skip
-        rows.append(tuple(values[name] for name in REQUEST_COLUMNS))
-    return rows
 
 
 def _ledger_tables() -> sqlite3.Connection:
@@ -75,7 +50,7 @@ def _summed_in_sql(rows: list[Row]) -> sqlite3.Connection:
 
 
 def test_the_sums_made_in_python_are_those_sql_makes_of_the_same_rows() -> None:
-    rows = _rows(3000, seed=1)
+    rows = request_rows(3000, seed=1)
     db = _summed_in_sql(rows)
     sums = hour_sums(rows)
     assert sums.hourly == _table(db, *HOURLY)
@@ -88,7 +63,7 @@ def test_the_sums_made_in_python_are_those_sql_makes_of_the_same_rows() -> None:
 def test_summed_rows_add_to_what_an_hour_holds() -> None:
     """Two batches written apart end as their rows summed at once: counts and tokens add up,
     the last time is the later one, and hours only one batch has are kept as they are."""
-    rows = _rows(2000, seed=2)
+    rows = request_rows(2000, seed=2)
     first, second = rows[:1200], rows[1200:]
     db = _ledger_tables()
     for batch in (first, second):
