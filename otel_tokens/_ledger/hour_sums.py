@@ -28,8 +28,9 @@ _TOKENS = tuple(REQUEST_COLUMNS.index(name) for name in TOKEN_COLUMNS)
 
 
 def _sums(rows: Sequence[Row], key_of: Callable[[Row], tuple[Any, ...]]) -> list[Row]:
-    """The rows of `rows`' sums by `key_of(row)`, sorted by key: the key, then
-    `SUM_COLUMNS` (unpriced tokens: the input and output of rows without a cost)."""
+    """The rows of `rows`' sums by `key_of(row)`: the key, then `SUM_COLUMNS` (unpriced
+    tokens: the input and output of rows without a cost), in no order (`summed_upsert`
+    orders them; sorting here took half the time of summing, replaying 30 days)."""
     found: dict[tuple[Any, ...], list[int]] = {}
     first, second, third, fourth, fifth, sixth = _TOKENS
     for row in rows:
@@ -54,7 +55,7 @@ def _sums(rows: Sequence[Row], key_of: Callable[[Row], tuple[Any, ...]]) -> list
         else:
             sums[7] += cost
         sums[9] = max(sums[9], row[_AT])
-    return [(*key, *sums) for key, sums in sorted(found.items())]
+    return [(*key, *sums) for key, sums in found.items()]
 
 
 _KEY_INDEXES = tuple(REQUEST_COLUMNS.index(name) for name in HOURLY_KEY if name != "hour")

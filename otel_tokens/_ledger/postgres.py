@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from otel_tokens._ledger.hour_sums import (
     HOURLY,
@@ -19,6 +19,7 @@ from otel_tokens._ledger.schema import (
     EVENT_COLUMNS,
     POSTGRES_MIGRATIONS,
     REQUEST_COLUMNS,
+    TOKEN_COLUMNS,
     event_hourly_upsert,
     migrate,
     names_a_team,
@@ -38,16 +39,38 @@ _STAGING = (
 )
 
 
-_COPY_REQUESTS = f"COPY otel_tokens_requests ({_COLUMNS}) FROM STDIN"
+#: The PostgreSQL types of the columns the straight copy writes that are not text, as
+#: the migrations declare them: a binary copy names each column's type.
+_NOT_TEXT = {
+    "at_us": "int8", "streamed": "int2", "latency_s": "float8", "hour": "int8",
+    **{name: "int8" for name in (*TOKEN_COLUMNS, *SUM_COLUMNS, "cost_pico")},
+}  # fmt: skip
 
 
-def _hour_staging(table: str, key: Sequence[str]) -> tuple[str, str, str]:
-    """The staging table of summed rows for the hourly table `table` (key, `SUM_COLUMNS`)."""
-    columns = ", ".join([*key, *SUM_COLUMNS])
+def _types(columns: Sequence[str]) -> list[str]:
+    return [_NOT_TEXT.get(name, "text") for name in columns]
+
+
+#: A binary copy: half the client's time per row of a text one, and less of the server's.
+_COPY_REQUESTS = f"COPY otel_tokens_requests ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_REQUEST_TYPES = _types(REQUEST_COLUMNS)
+
+
+class _HourStaging(NamedTuple):
+    """The staging table of summed rows for an hourly table (key, `SUM_COLUMNS`)."""
+
+    create: str
+    copy: str
+    types: list[str]
+
+
+def _hour_staging(table: str, key: Sequence[str]) -> _HourStaging:
+    columns = [*key, *SUM_COLUMNS]
     staging = f"{table}_staging"
     create = f"""CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS
-    SELECT {columns} FROM {table} WITH NO DATA"""
-    return create, staging, columns
+    SELECT {", ".join(columns)} FROM {table} WITH NO DATA"""
+    copy = f"COPY {staging} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    return _HourStaging(create, copy, _types(columns))
 
 
 #: (staging, upsert from it) for the hourly table and the team table, `HourSums` order.
@@ -253,13 +276,15 @@ def _copy_and_add(db: Any, rows: Sequence[Row], sums: HourSums) -> int:
     fails on a request stored already, within the idempotency window."""
     with db.cursor() as cursor:
         with cursor.copy(_COPY_REQUESTS) as copy:
+            copy.set_types(_REQUEST_TYPES)
             for row in rows:
                 copy.write_row(row)
-        for ((create, staging, columns), upsert), summed in zip(_HOUR_TABLES, sums, strict=True):
+        for (staging, upsert), summed in zip(_HOUR_TABLES, sums, strict=True):
             if not summed:
                 continue
-            db.execute(create)
-            with cursor.copy(f"COPY {staging} ({columns}) FROM STDIN") as copy:
+            db.execute(staging.create)
+            with cursor.copy(staging.copy) as copy:
+                copy.set_types(staging.types)
                 for row in summed:
                     copy.write_row(row)
             cursor.execute(upsert)
