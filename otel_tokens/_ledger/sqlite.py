@@ -32,11 +32,46 @@ CACHE_KIB = 65_536
 #: 4 KiB), not SQLite's 1,000: a batch of random request ids dirties an index page per
 #: row, so with the default every commit also checkpointed, and fsynced twice.
 WAL_CHECKPOINT_PAGES = 10_000
-#: Request rows per INSERT statement: 47 x 21 columns stays within 999 parameters, the
-#: limit of SQLite before 3.32. One statement per row released and took back the GIL around
-#: every row (the sqlite3 module does so per step): a third more time per row when the
-#: writer's other thread runs Python meanwhile.
-ROWS_PER_INSERT = 999 // len(REQUEST_COLUMNS)
+#: The most request rows in one INSERT statement (43,008 parameters). The sqlite3 module
+#: holds the GIL while it binds a statement's values and lets it go while SQLite inserts
+#: them; once let go, it gets it back only when the writer's other thread gives it up,
+#: after up to 5 ms (`sys.getswitchinterval()`). With 47 rows to a statement (the 999
+#: parameters of SQLite before 3.32) SQLite worked on its own for a fraction of a
+#: millisecond each time and the writer's two threads ran one after the other (0.98 cores
+#: busy); with 2,048 rows its inserts overlap the rows being made (1.1-1.2 cores, a tenth
+#: more records a second, benchmarks/bench_ledger.py). The prepared statements of every
+#: size hold about 8 MiB of the writing connection.
+MAX_ROWS_PER_INSERT = 2048
+#: The parameters a statement may hold where `Connection.getlimit` cannot say (Python 3.10).
+_VARIABLES_BEFORE_3_32, _VARIABLES_SINCE_3_32 = 999, 32_766
+
+
+def rows_per_insert(db: sqlite3.Connection) -> int:
+    """The most request rows this connection's SQLite takes in one INSERT: a power of two,
+    at most MAX_ROWS_PER_INSERT, its values within the limit of parameters."""
+    getlimit = getattr(db, "getlimit", None)  # Python 3.11+, as is the constant
+    limit = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
+    if getlimit is not None and limit is not None:
+        variables = int(getlimit(limit))
+    elif sqlite3.sqlite_version_info >= (3, 32, 0):
+        variables = _VARIABLES_SINCE_3_32
+    else:
+        variables = _VARIABLES_BEFORE_3_32
+    rows = min(MAX_ROWS_PER_INSERT, max(1, variables // len(REQUEST_COLUMNS)))
+    return 1 << (rows.bit_length() - 1)
+
+
+def insert_sizes(count: int, largest: int) -> list[int]:
+    """How many rows each INSERT of a batch of `count` takes: `largest` (a power of two) as
+    often as it fits, then the rest in falling powers of two, one statement each, so that
+    a batch of any size needs few statements, of few distinct texts to prepare."""
+    sizes = [largest] * (count // largest)
+    rest = count % largest
+    while rest:
+        size = 1 << (rest.bit_length() - 1)
+        sizes.append(size)
+        rest -= size
+    return sizes
 
 
 def _insert(rows: int) -> str:
@@ -49,8 +84,6 @@ def _insert(rows: int) -> str:
     )
 
 
-_INSERT_ONE = _insert(1)
-_INSERT_MANY = _insert(ROWS_PER_INSERT)
 _ADD_TO_HOURS = _hourly_upsert("otel_tokens_requests WHERE id > ?", greatest="MAX")
 _ADD_TO_TEAM_HOURS = team_hourly_upsert(
     "otel_tokens_requests WHERE id > ? AND team <> ''", greatest="MAX"
@@ -93,6 +126,8 @@ class SQLiteStore(Store):
             )
             raise ValueError(msg) from exc
         self._lock = threading.Lock()  # the writing connection's
+        self._rows_per_insert = rows_per_insert(self._db)
+        self._inserts: dict[int, str] = {}  # INSERT statements by their rows
         self._reading = threading.Lock()
 
     def refused_a_row(self, exc: BaseException) -> bool:
@@ -108,12 +143,25 @@ class SQLiteStore(Store):
         with self._lock, _immediate(self._db) as db:
             before = db.execute("SELECT COALESCE(MAX(id), 0) FROM otel_tokens_requests")
             last_id = before.fetchone()[0]
-            added = _insert_requests(db, rows)
+            added = self._insert_requests(db, rows)
             if added:
                 db.execute(_ADD_TO_HOURS, (last_id,))
                 if names_a_team(rows):  # a second pass only for teams
                     db.execute(_ADD_TO_TEAM_HOURS, (last_id,))
         return int(added)
+
+    def _insert_requests(self, db: sqlite3.Connection, rows: Sequence[Row]) -> int:
+        """Insert `rows` in their order, in statements of `insert_sizes`; how many were
+        added (a retry within the same batch is skipped too: the first of an id is kept)."""
+        added, start = 0, 0
+        for size in insert_sizes(len(rows), self._rows_per_insert):
+            sql = self._inserts.get(size)
+            if sql is None:
+                sql = self._inserts[size] = _insert(size)
+            values = list(itertools.chain.from_iterable(rows[start : start + size]))
+            added += db.execute(sql, values).rowcount
+            start += size
+        return added
 
     def write_events(self, rows: Sequence[Row]) -> int:
         with self._lock, _immediate(self._db) as db:
@@ -128,19 +176,6 @@ class SQLiteStore(Store):
     def _execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         with self._lock, _immediate(self._db) as db:
             return [int(db.execute(sql, params).rowcount) for sql, params in statements]
-
-
-def _insert_requests(db: sqlite3.Connection, rows: Sequence[Row]) -> int:
-    """Insert `rows` in their order, `ROWS_PER_INSERT` to a statement; how many were added."""
-    whole = len(rows) - len(rows) % ROWS_PER_INSERT
-    chunks = (
-        list(itertools.chain.from_iterable(rows[start : start + ROWS_PER_INSERT]))
-        for start in range(0, whole, ROWS_PER_INSERT)
-    )
-    added = db.executemany(_INSERT_MANY, chunks).rowcount if whole else 0
-    if whole < len(rows):
-        added += db.executemany(_INSERT_ONE, rows[whole:]).rowcount
-    return int(added)
 
 
 @contextlib.contextmanager

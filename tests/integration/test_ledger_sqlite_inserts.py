@@ -1,7 +1,9 @@
-"""How the SQLite ledger inserts a batch: `ROWS_PER_INSERT` request rows to a statement, the
-rest one by one. Every size of batch around the statement's edges adds each request id once,
-keeps the first record of an id wherever its retry falls (the same statement, the next one,
-or the rows after the last whole statement), and sums the hourly table to match."""
+"""How the SQLite ledger inserts a batch: `MAX_ROWS_PER_INSERT` request rows to a statement
+(fewer where SQLite takes fewer parameters), the rest in falling powers of two, so that SQLite
+works long on its own between the times the sqlite3 module takes the GIL back. Every size of
+batch around the statements' edges adds each request id once, keeps the first record of an
+id wherever its retry falls (the same statement, the next one, or the rows after the last
+whole statement), and sums the hourly table to match."""
 
 from __future__ import annotations
 
@@ -15,9 +17,14 @@ import pytest
 
 from otel_tokens import PriceTable, Usage
 from otel_tokens._ledger.rows import QueuedUsage, RequestRow, RowMaker
-from otel_tokens._ledger.sqlite import ROWS_PER_INSERT, SQLiteStore
+from otel_tokens._ledger.sqlite import (
+    MAX_ROWS_PER_INSERT,
+    SQLiteStore,
+    insert_sizes,
+    rows_per_insert,
+)
 
-R = ROWS_PER_INSERT
+R = MAX_ROWS_PER_INSERT
 _NOW_US = int(time.time() * 1_000_000)
 
 
@@ -61,14 +68,38 @@ def _stored(store: SQLiteStore) -> tuple[dict[str, int], tuple[int, int]]:
     return rows, hourly
 
 
+def test_this_sqlite_takes_the_largest_statement() -> None:
+    with closing(sqlite3.connect(":memory:")) as db:
+        assert rows_per_insert(db) == R  # 43,008 parameters: SQLite 3.32+ takes 32,766 or more
+
+
+@pytest.mark.skipif(not hasattr(sqlite3.Connection, "setlimit"), reason="Python 3.11+")
+@pytest.mark.parametrize(("variables", "rows"), [(999, 32), (32_766, 1024), (21, 1), (20, 1)])
+def test_a_statement_holds_the_rows_whose_values_sqlite_takes(variables: int, rows: int) -> None:
+    with closing(sqlite3.connect(":memory:")) as db:
+        db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
+        assert rows_per_insert(db) == rows
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 7, 31, 32, 33, 100, 20_000])
+def test_a_batch_is_cut_into_few_statements_of_few_sizes(count: int) -> None:
+    sizes = insert_sizes(count, 32)
+    assert sum(sizes) == count
+    assert sizes == sorted(sizes, reverse=True)
+    assert all(size & (size - 1) == 0 and size <= 32 for size in sizes)  # powers of two
+    assert len(sizes) <= count // 32 + 5  # the rest in at most log2(32) statements
+    assert len(set(sizes)) == len(sizes) - (count // 32) + (1 if count >= 32 else 0)
+
+
 @pytest.mark.parametrize("count", [1, R - 1, R, R + 1, 2 * R, 3 * R + 5])
-def test_a_batch_is_inserted_a_statement_per_rows_per_insert_and_each_id_once(
+def test_a_batch_is_inserted_in_few_statements_and_each_id_once(
     store: SQLiteStore, count: int
 ) -> None:
     statements = _statements(store)
     rows = [_row(f"req-{i}", i + 1) for i in range(count)]
     assert store.write(rows) == count
-    assert len(statements) == count // R + count % R  # whole statements, then one by one
+    # Whole statements, then the rest in falling powers of two (not one row at a time).
+    assert len(statements) == count // R + bin(count % R).count("1")
     # The same ids again, and one new: only the new one is added, wherever the retries fall.
     assert store.write([_row(f"req-{i}", 10_000) for i in range(count)] + [_row("new", 7)]) == 1
     stored, hourly = _stored(store)
