@@ -11,8 +11,10 @@ merged snapshot) within a minute. A ledger with no budget looks for one set else
 another replica, by the CLI) every IDLE_LOOK_S.
 
 Two locks: `_serial` keeps a database read and the writer's commits apart, so that a
-batch is never counted both in what was read and on top of it; `_lock` guards the numbers
-only, so that the request path never waits for the database.
+batch is never counted both in what was read and on top of it (commits hold it shared, as
+a database that takes several at once commits them side by side; a read and a fork hold it
+alone); `_lock` guards the numbers only, so that the request path never waits for the
+database.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timezone
 from decimal import Decimal
 
+from otel_tokens._base.shared_lock import SharedLock
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._ledger.budgets import Budget, BudgetStatus
 from otel_tokens._ledger.periods import US_PER_HOUR, Period, to_local
@@ -114,7 +117,7 @@ class BudgetBook:
         self._interval = interval_s
         self._warn = warn
         self._target = target
-        self._serial = threading.Lock()
+        self._serial = SharedLock()
         self._lock = threading.Lock()
         self._states: dict[tuple[str, str, str, str], _State] = {}
         self._by_scope: dict[str, dict[str, list[_State]]] = {"key": {}, "team": {}, "global": {}}
@@ -142,7 +145,7 @@ class BudgetBook:
 
     def start_afresh(self) -> None:
         """New locks, in a forked child (the parent's were held at the fork)."""
-        self._serial = threading.Lock()
+        self._serial = SharedLock()
         self._lock = threading.Lock()
         self._forking = threading.local()
 
@@ -159,8 +162,9 @@ class BudgetBook:
 
     @contextmanager
     def committing(self) -> Iterator[None]:
-        """Held while the writer commits a batch and adds it (so no read falls between)."""
-        with self._serial:
+        """Held while the writer commits a batch and adds it (so no read falls between);
+        shared by commits made at once."""
+        with self._serial.shared():
             yield
 
     def added(self, rows: Sequence[RequestRow], added: int) -> None:

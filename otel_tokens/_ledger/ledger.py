@@ -149,6 +149,7 @@ class UsageLedger(LedgerReading, LedgerBudgets):
             block=when_full == "block",
             book=self._book,
             sum_hours=self._opened.takes_hour_sums,
+            committers=self._opened.concurrent_writes,
         )
         self._book.tick(force=True)  # the budgets, before any request asks for one
         me = weakref.ref(self)

@@ -155,6 +155,10 @@ class PostgresStore(Store):
     placeholder = "%s"
     greatest = "GREATEST"
     takes_hour_sums = True
+    #: Two batches of requests at once, on two connections: the server works on one
+    #: batch in a single process, which kept a core of two idle while the ledger's Python
+    #: waited for it (a sixth more records a second replaying, benchmarks/bench_ledger.py).
+    concurrent_writes = 2
 
     def __init__(self, url: str) -> None:
         psycopg = _psycopg()
@@ -163,6 +167,10 @@ class PostgresStore(Store):
         self._conninfo = _with_defaults(psycopg, url)
         self._lock = threading.Lock()
         self._reading = threading.Lock()
+        # The second writing connection, for a batch of requests written while the first
+        # connection writes another; opened when first needed.
+        self._spare: Any = None
+        self._spare_lock = threading.Lock()
         self._skipping = False  # whether writes skip stored requests (see `_write`)
         try:
             self._db = self._connect()
@@ -192,32 +200,68 @@ class PostgresStore(Store):
         row_faults = (psycopg.DataError, psycopg.IntegrityError)
         return isinstance(exc, row_faults) or super().refused_a_row(exc)
 
-    def write(self, rows: Sequence[Row], sums: HourSums | None = None) -> int:
+    def write(
+        self,
+        rows: Sequence[Row],
+        sums: HourSums | None = None,
+        turn: Callable[[], None] | None = None,
+    ) -> int:
+        def work(db: Any) -> int:
+            return self._write(db, rows, sums, turn or _now)
+
+        # The first connection when it is free (one writer alone never opens the spare),
+        # else the spare when it is, else the first once it is free.
+        if self._lock.acquire(blocking=False):
+            try:
+                return int(self._on_writer(work))
+            finally:
+                self._lock.release()
+        if self._spare_lock.acquire(blocking=False):
+            try:
+                return int(self._on_writer(work, spare=True))
+            finally:
+                self._spare_lock.release()
         with self._lock:
-            return int(self._on_writer(lambda db: self._write(db, rows, sums)))
+            return int(self._on_writer(work))
+
+    def close(self) -> None:
+        with self._spare_lock:
+            if self._spare is not None:
+                self._spare.close()
+        super().close()
 
     def write_events(self, rows: Sequence[Row]) -> int:
         with self._lock:
             return int(self._on_writer(lambda db: self._write_events(db, rows)))
 
-    def _on_writer(self, work: Callable[[Any], Any]) -> Any:
-        """`work(connection)` on the writing connection (the caller holds its lock), retried
-        on a deadlock or serialization failure, and once on a new connection when the
-        server dropped this one (restarted, or its backend terminated): the transaction it
-        was in rolled back, so doing it again counts nothing twice."""
+    def _on_writer(self, work: Callable[[Any], Any], *, spare: bool = False) -> Any:
+        """`work(connection)` on the writing connection, or the spare one (the caller holds
+        its lock), retried on a deadlock or serialization failure, and once on a new
+        connection when the server dropped this one (restarted, or its backend
+        terminated): the transaction it was in rolled back, so doing it again counts
+        nothing twice."""
         errors = self._psycopg.errors
         for attempt in range(_RETRIES):
-            if self._db.closed:
-                self._db = self._connect()
+            db = self._writing(spare)
             try:
-                return work(self._db)
+                return work(db)
             except (errors.DeadlockDetected, errors.SerializationFailure):
                 if attempt == _RETRIES - 1:
                     raise
             except (self._psycopg.OperationalError, self._psycopg.InterfaceError):
-                if attempt > 0 or not self._db.closed:
+                if attempt > 0 or not db.closed:
                     raise
         return None  # not reached
+
+    def _writing(self, spare: bool) -> Any:
+        """The writing connection (or the spare), connected anew when it is closed."""
+        if spare:
+            if self._spare is None or self._spare.closed:
+                self._spare = self._connect()
+            return self._spare
+        if self._db.closed:
+            self._db = self._connect()
+        return self._db
 
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         with self._reading:
@@ -240,22 +284,26 @@ class PostgresStore(Store):
                 cursor.executemany(_ADD_EVENT_HOURS, event_hours(added))
         return len(added)
 
-    def _write(self, db: Any, rows: Sequence[Row], sums: HourSums | None) -> int:
+    def _write(
+        self, db: Any, rows: Sequence[Row], sums: HourSums | None, turn: Callable[[], None]
+    ) -> int:
         """While batches hold no stored request, copy `rows` straight into the requests
         table and add their hourly sums, made in Python (`sums`, by the writer while the
         last batch committed, else here): half the server's time per row of staging them,
         inserting from there and summing what was inserted. A batch that
         does hold one fails its copy (undone to a savepoint), and is written again through
         the staging table, skipping the stored ones; the batches after it skip them too,
-        until one has none to skip."""
+        until one has none to skip. The requests are copied in before `turn()` (beside
+        another write's), the hours added after it (in the order of the writes)."""
         with db.transaction():
             if not self._skipping:
                 try:
                     with db.transaction():  # a savepoint
-                        return _copy_and_add(db, rows, sums or hour_sums(rows))
+                        return _copy_and_add(db, rows, sums or hour_sums(rows), turn)
                 except self._psycopg.errors.UniqueViolation:
                     self._skipping = True
             with _staged(db, _STAGING, rows) as cursor:
+                turn()
                 cursor.execute(_INSERTS_SKIPPING[names_a_team(rows)])
                 added = _count(cursor)
             self._skipping = added < len(rows)
@@ -271,14 +319,19 @@ class PostgresStore(Store):
             return result
 
 
-def _copy_and_add(db: Any, rows: Sequence[Row], sums: HourSums) -> int:
-    """Copy `rows` into the requests table and add their `sums` to the hourly tables;
-    fails on a request stored already, within the idempotency window."""
+def _now() -> None:
+    """A write's turn when it has no other to wait for."""
+
+
+def _copy_and_add(db: Any, rows: Sequence[Row], sums: HourSums, turn: Callable[[], None]) -> int:
+    """Copy `rows` into the requests table and, once it is `turn()`, add their `sums` to the
+    hourly tables; fails on a request stored already, within the idempotency window."""
     with db.cursor() as cursor:
         with cursor.copy(_COPY_REQUESTS) as copy:
             copy.set_types(_REQUEST_TYPES)
             for row in rows:
                 copy.write_row(row)
+        turn()
         for (staging, upsert), summed in zip(_HOUR_TABLES, sums, strict=True):
             if not summed:
                 continue

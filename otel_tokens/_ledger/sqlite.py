@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,14 @@ class SQLiteStore(Store):
         with _immediate(self._db) as db:
             migrate(db.execute, SQLITE_MIGRATIONS, description=self.description, placeholder="?")
 
-    def write(self, rows: Sequence[Row], sums: HourSums | None = None) -> int:
+    def write(
+        self,
+        rows: Sequence[Row],
+        sums: HourSums | None = None,
+        turn: Callable[[], None] | None = None,
+    ) -> int:
+        if turn is not None:  # one writer at a time: its turn comes before it begins
+            turn()
         with self._lock, _immediate(self._db) as db:
             before = db.execute("SELECT COALESCE(MAX(id), 0) FROM otel_tokens_requests")
             last_id = before.fetchone()[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from otel_tokens._base.meters import MeterSpec
@@ -119,16 +119,23 @@ class Store(BudgetRows):
     description = ""
     #: Whether `write()` adds hourly sums made in Python (else it sums in SQL).
     takes_hour_sums = False
+    #: How many `write()` calls, from as many threads, the database works on at once.
+    concurrent_writes = 1
     _db: Any
     _reader: Any
     _lock: threading.Lock
     _reading: threading.Lock
 
-    def write(self, rows: Sequence[Row], sums: HourSums | None = None) -> int:
-        """Insert request rows (`REQUEST_COLUMNS` order) and add them to the hourly sums in
-        one transaction; rows whose uid is stored within the idempotency window are
-        skipped. Returns how many were added. `sums`, the rows' `hour_sums()` when the
-        store `takes_hour_sums`, made by the caller ahead of time, saves making them here."""
+    def write(
+        self,
+        rows: Sequence[Row],
+        sums: HourSums | None = None,
+        turn: Callable[[], None] | None = None,
+    ) -> int:
+        """Insert request rows (`REQUEST_COLUMNS` order), but those whose uid is stored in
+        the idempotency window, and add them to the hourly sums in one transaction; how many
+        were added. `sums`: their `hour_sums()` made ahead, if the store `takes_hour_sums`.
+        `turn()` returns once the writes to commit first have (called before the hours)."""
         raise NotImplementedError
 
     def write_events(self, rows: Sequence[Row]) -> int:

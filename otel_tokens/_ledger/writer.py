@@ -1,44 +1,40 @@
-"""The ledger's queue and the one thread that writes it to the database in batches."""
+"""The ledger's queue and the threads that write it to the database in batches."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from otel_tokens._base.meters import MeterEvent
 from otel_tokens._base.text import said
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._ledger.budget_book import BudgetBook
-from otel_tokens._ledger.hour_sums import HourSums, hour_sums
+from otel_tokens._ledger.hour_sums import hour_sums
+from otel_tokens._ledger.in_flight import Batch, InFlight
 from otel_tokens._ledger.rows import EventRow, Queued, QueuedUsage, RequestRow, RowMaker
 from otel_tokens._ledger.schema import write_order
 from otel_tokens._ledger.store import Store
 
 #: How often the writer looks for rows within each flush interval (see `_write_loop`).
 _TICKS_PER_INTERVAL = 4
-
 _Row = TypeVar("_Row", RequestRow, EventRow)
 
 
-class _Batch(NamedTuple):
-    """Entries taken from the queue, as the rows to write."""
-
-    entries: int
-    requests: Sequence[RequestRow]
-    events: list[EventRow]
-    #: The requests' hourly sums, for a store that `takes_hour_sums`.
-    sums: HourSums | None
-
-
 class Writer:
-    """A bounded queue of entries and the two threads that write them, a batch per
-    transaction: one makes the rows of the next batch while the other commits the last
-    one, so that the database's work (in SQLite's C code, or in the PostgreSQL server)
-    overlaps the rows' Python work instead of following it.
+    """A bounded queue of entries and the threads that write them, a batch per transaction:
+    one makes the rows of the next batch while the others commit the last ones, so that
+    the database's work (in SQLite's C code, or in the PostgreSQL server) overlaps the rows'
+    Python work instead of following it. With one committer (SQLite has one writer at a
+    time) a batch is made while the last one commits. With more, as many batches are
+    written at once, each on a connection of its own, and still commit in the order they
+    were taken (`in_flight.py`), so that a process killed outright loses only the last ones
+    recorded; a batch holding a request id of one being written (a retry), or any event,
+    waits for it to commit before it starts: the first recorded of an id is the one kept.
 
     Args:
         store: the database, as the ledger has it now (a forked child opens its own).
@@ -52,6 +48,7 @@ class Writer:
             on every tick.
         sum_hours: whether to make each batch's hourly sums with its rows, for a store that
             `takes_hour_sums`: on this thread, while the last batch commits.
+        committers: how many batches to commit at once (the store's `concurrent_writes`).
     """
 
     def __init__(
@@ -66,6 +63,7 @@ class Writer:
         block: bool,
         book: BudgetBook,
         sum_hours: bool = False,
+        committers: int = 1,
     ) -> None:
         self._store = store
         self._book = book
@@ -76,6 +74,7 @@ class Writer:
         self._interval = interval_s
         self._block = block
         self._sum_hours = sum_hours
+        self._committers = committers
         self.closed = False
         self._closing_by = math.inf  # when close(timeout_s=) gives up
         self.start_afresh()
@@ -87,16 +86,21 @@ class Writer:
         self._cond = threading.Condition()
         self._taken = 0  # entries the writer took from the queue
         self._done = 0  # of them, those written or dropped
-        self._committing: _Batch | None = None  # the batch handed to the committer
+        self._committing: Batch | None = None  # the batch handed over, for a committer
+        self._in_flight = InFlight(self._cond)  # the batches being committed
+        self._numbers = itertools.count()  # of the batches taken
         self._abandoned = False  # no batch more: the writer ended, or close() gave up
         self._drops: Counter[str] = Counter()
         self._warn = WarnOnce()
         self._thread = threading.Thread(target=self._write_loop, name="otel_tokens-ledger",
                                         daemon=True)  # fmt: skip
-        self._committer = threading.Thread(target=self._commit_loop, daemon=True,
-                                           name="otel_tokens-ledger-commit")  # fmt: skip
-        self._committer.start()
-        self._thread.start()
+        self._threads = [self._thread] + [
+            threading.Thread(target=self._commit_loop, daemon=True,
+                             name=f"otel_tokens-ledger-commit-{number + 1}")
+            for number in range(self._committers)
+        ]  # fmt: skip
+        for thread in reversed(self._threads):  # the committers first
+            thread.start()
 
     def put(self, entry: Queued) -> None:
         """Queue `entry`, or count it dropped (a full queue, a closed ledger)."""
@@ -141,9 +145,9 @@ class Writer:
 
     def _write_loop(self) -> None:
         # A row waits at most a tick for the writer to take it, behind at most the batch
-        # being made and the one being committed, and is durable once its own batch
-        # commits: while the writer keeps up (a batch takes less than a tick), under three
-        # ticks, within flush_interval_s.
+        # being made and those being committed (written side by side, committed in order),
+        # and is durable once its own batch commits: while the writer keeps up (a batch
+        # takes less than a tick), under three ticks, within flush_interval_s.
         tick = self._interval / _TICKS_PER_INTERVAL
         try:
             while True:
@@ -158,23 +162,27 @@ class Writer:
                     self._book.tick()
                 self._book.tick()
         finally:
-            with self._cond:  # the last batch committed (or given up on): the committer ends
-                self._wait_for_committer()
+            with self._cond:  # the last batch committed (or given up on): the committers end
+                self._wait_for_committers(None, 1)
                 self._abandoned = True
                 self._cond.notify_all()
 
-    def _hand_over(self, batch: _Batch) -> None:
-        """Give `batch` to the committer once it has committed the last one."""
+    def _hand_over(self, batch: Batch) -> None:
+        """Give `batch` to a committer once one is free and no batch it clashes with is
+        being committed."""
         with self._cond:
-            self._wait_for_committer()
+            self._wait_for_committers(batch, self._committers)
             if self._abandoned:  # close() counted it dropped already
                 return
             self._committing = batch
             self._cond.notify_all()
 
-    def _wait_for_committer(self) -> None:
-        """Wait (holding `_cond`) until the committer has no batch, or there is no more."""
-        while self._committing is not None and not self._abandoned:
+    def _wait_for_committers(self, batch: Batch | None, room: int) -> None:
+        """Wait (holding `_cond`) until no batch waits for a committer and fewer than `room`
+        are being committed, none of them clashing with `batch`; or there is no more."""
+        while not self._abandoned and (
+            self._committing is not None or self._in_flight.blocks(batch, room)
+        ):
             self._cond.wait(0.1)
 
     def _commit_loop(self) -> None:
@@ -185,11 +193,14 @@ class Writer:
                 batch = self._committing
                 if batch is None or self._abandoned:  # done, or close() counted it dropped
                     return
+                self._committing = None
+                self._in_flight.start(batch)
+                self._cond.notify_all()  # room for the next batch, at another committer
             try:
                 self._commit(batch)
             finally:
                 with self._cond:
-                    self._committing = None
+                    self._in_flight.end(batch)
                     self._cond.notify_all()
 
     def _write_some(self) -> None:
@@ -197,7 +208,7 @@ class Writer:
         if (batch := self._take()) is not None:
             self._commit(batch)
 
-    def _take(self) -> _Batch | None:
+    def _take(self) -> Batch | None:
         """Take up to a batch of entries from the queue and make their rows."""
         queue = self._queue
         with self._cond:
@@ -219,12 +230,13 @@ class Writer:
                     self.drop("internal_error", "making its row failed (a bug: please report it)")
             ordered = write_order(requests)
             sums = hour_sums(ordered) if self._sum_hours and ordered else None
+            uids = frozenset(row.uid for row in ordered) if self._committers > 1 else None
         except BaseException:
             self._finished(len(entries))
             raise
-        return _Batch(len(entries), ordered, events, sums)
+        return Batch(len(entries), ordered, events, sums, uids, next(self._numbers))
 
-    def _commit(self, batch: _Batch) -> None:
+    def _commit(self, batch: Batch) -> None:
         """Write a batch's rows (or count them dropped), and count its entries done."""
         try:
             try:
@@ -233,10 +245,11 @@ class Writer:
                 rows = len(batch.requests) + len(batch.events)
                 self.drop("write_failed", f"opening {self._target!r} failed: {said(exc)}", rows)
                 return
-            if batch.requests:
-                self._write_batch(store, self._write_requests(store, batch), batch.requests)
-            if batch.events:
-                self._write_batch(store, self._write_events(store), batch.events)
+            with self._in_flight.entered(batch, self._book):
+                if batch.requests:
+                    self._write_batch(store, self._write_requests(store, batch), batch.requests)
+                if batch.events:
+                    self._write_batch(store, self._write_events(store), batch.events)
         finally:
             self._finished(batch.entries)
 
@@ -245,21 +258,19 @@ class Writer:
             self._done += entries
             self._cond.notify_all()
 
-    def _write_requests(self, store: Store, batch: _Batch) -> Callable[[Sequence[RequestRow]], int]:
+    def _write_requests(self, store: Store, batch: Batch) -> Callable[[Sequence[RequestRow]], int]:
         def write(rows: Sequence[RequestRow]) -> int:
             # The sums made ahead are the whole batch's, not those of a half of it.
             sums = batch.sums if rows is batch.requests else None
-            with self._book.committing():
-                added = store.write(rows, sums)
-                self._book.added(rows, added)
+            added = store.write(rows, sums, turn=lambda: self._in_flight.wait_turn(batch))
+            self._book.added(rows, added)
             return added
 
         return write
 
     def _write_events(self, store: Store) -> Callable[[Sequence[EventRow]], int]:
         def write(batch: Sequence[EventRow]) -> int:
-            with self._book.committing():  # never inside the database across a fork
-                return store.write_events(batch)
+            return store.write_events(batch)  # alone: no other batch is being written
 
         return write
 
@@ -295,7 +306,7 @@ class Writer:
             target = self._taken + len(self._queue)  # all queued so far
             self._cond.notify_all()
             while self._done < target:
-                if not (self._thread.is_alive() and self._committer.is_alive()):
+                if not all(thread.is_alive() for thread in self._threads):
                     break
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
