@@ -12,7 +12,7 @@ import itertools
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime, timezone
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from otel_tokens._base.fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._base.meters import MeterEvent
@@ -44,7 +44,11 @@ Queued = QueuedUsage | MeterEvent
 
 
 class RequestRow(NamedTuple):
-    """One row of `otel_tokens_requests`, in `REQUEST_COLUMNS` order."""
+    """One row of `otel_tokens_requests`, in `REQUEST_COLUMNS` order. The writer makes its
+    rows as plain tuples of these fields (`RowMaker.request_row`) and reads them by the
+    indexes below: the garbage collector stops tracking a plain tuple of texts and numbers
+    at its first pass, never a NamedTuple, and collecting 20,000-row batches that outlive
+    the young generations took a third of the writer's Python time."""
 
     uid: str
     at_us: int
@@ -81,6 +85,13 @@ class EventRow(NamedTuple):
     d3: str
     d4: str
     value_micro: int
+
+
+#: Where the fields the writer and the budgets read sit in a request row.
+UID, AT_US, KEY_ID, COST_PICO, INPUT_TOKENS, OUTPUT_TOKENS, TEAM = (
+    REQUEST_COLUMNS.index(name)
+    for name in ("uid", "at_us", "key_id", "cost_pico", "input_tokens", "output_tokens", "team")
+)
 
 
 if RequestRow._fields != REQUEST_COLUMNS or EventRow._fields != EVENT_COLUMNS:
@@ -140,12 +151,13 @@ class RowMaker:
         uid, key, provider, model, request_model, operation, scenario, tier, status, error, team = (
             texts
         )
-        return RequestRow(
+        row = (
             uid, at_us, key, provider, model, request_model, operation, scenario, tier, status,
             error or None, int(usage.streamed), usage.input_tokens, usage.output_tokens,
             usage.cache_read_tokens, usage.cache_write_tokens, usage.reasoning_tokens,
             usage.system_tokens, cost_pico, usage.latency_s, team,
         )  # fmt: skip
+        return cast(RequestRow, row)  # a plain tuple, read by index (see RequestRow)
 
     def event_row(self, event: MeterEvent) -> EventRow:
         """The database row of a queued custom meter event."""

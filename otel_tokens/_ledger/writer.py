@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from otel_tokens._base.meters import MeterEvent
 from otel_tokens._base.text import said
@@ -16,7 +16,7 @@ from otel_tokens._base.warn import WarnOnce
 from otel_tokens._ledger.budget_book import BudgetBook
 from otel_tokens._ledger.hour_sums import hour_sums
 from otel_tokens._ledger.in_flight import Batch, InFlight
-from otel_tokens._ledger.rows import EventRow, Queued, QueuedUsage, RequestRow, RowMaker
+from otel_tokens._ledger.rows import UID, EventRow, Queued, QueuedUsage, RequestRow, RowMaker
 from otel_tokens._ledger.schema import write_order
 from otel_tokens._ledger.store import Store
 
@@ -230,7 +230,8 @@ class Writer:
                     self.drop("internal_error", "making its row failed (a bug: please report it)")
             ordered = write_order(requests)
             sums = hour_sums(ordered) if self._sum_hours and ordered else None
-            uids = frozenset(row.uid for row in ordered) if self._committers > 1 else None
+            plain: Sequence[tuple[Any, ...]] = ordered  # read by index (see RequestRow)
+            uids = frozenset(row[UID] for row in plain) if self._committers > 1 else None
         except BaseException:
             self._finished(len(entries))
             raise
