@@ -249,3 +249,27 @@ def _row_of(ledger: UsageLedger, uid: str) -> tuple[Any, ...]:
 def _waiting_locks(ledger: UsageLedger) -> int:
     found = ledger._opened._fetch("SELECT COUNT(*) FROM pg_locks WHERE NOT granted", [])
     return int(found[0][0])
+
+
+def test_a_terminated_spare_session_is_reopened_without_losing_the_batch(
+    store: PostgresStore,
+) -> None:
+    first, second = _rows(300, seed=13), _rows(300, seed=14)
+    second = [row for row in second if row[0] not in {other[0] for other in first}]
+
+    def on_the_spare(rows: list[Row]) -> list[int]:
+        wrote: list[int] = []
+        with store._lock:  # the first connection is busy: the write takes the spare
+            writing = threading.Thread(target=lambda: wrote.append(store.write(rows)))
+            writing.start()
+            writing.join(30)
+        return wrote
+
+    assert on_the_spare(first) == [len(first)]
+    pid = store._spare.info.backend_pid
+    store._db.execute("SELECT pg_terminate_backend(%s)", (pid,))  # the server drops it
+    assert on_the_spare(second) == [len(second)]  # on a new session, counted once
+    assert store._spare.info.backend_pid != pid
+    assert store._fetch("SELECT COUNT(*) FROM otel_tokens_requests", []) == [
+        (len(first) + len(second),)
+    ]
