@@ -26,14 +26,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timezone
 from decimal import Decimal
-from typing import Any
 
 from otel_tokens._base.shared_lock import SharedLock
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._ledger.budgets import Budget, BudgetStatus
 from otel_tokens._ledger.periods import US_PER_HOUR, Period, to_local
 from otel_tokens._ledger.query import GROUPS, query
-from otel_tokens._ledger.rows import AT_US, COST_PICO, INPUT_TOKENS, KEY_ID, OUTPUT_TOKENS, TEAM
+from otel_tokens._ledger.rows import (
+    AT_US,
+    COST_PICO,
+    INPUT_TOKENS,
+    KEY_ID,
+    OUTPUT_TOKENS,
+    TEAM,
+    RequestRow,
+)
 from otel_tokens._ledger.store import SUM_NAMES, Row, Store
 from otel_tokens._pricing.prices import PICO_PER_USD
 
@@ -97,7 +104,7 @@ class _State:
             self.before.add(cost_pico, tokens, unpriced)
 
 
-def _subject(row: tuple[Any, ...], scope: str) -> str:
+def _subject(row: RequestRow, scope: str) -> str:
     return row[KEY_ID] if scope == "key" else row[TEAM] if scope == "team" else ""
 
 
@@ -168,7 +175,7 @@ class BudgetBook:
         with self._serial.shared():
             yield
 
-    def added(self, rows: Sequence[tuple[Any, ...]], added: int) -> None:
+    def added(self, rows: Sequence[RequestRow], added: int) -> None:
         """Count a committed batch, whose `added` rows were new (the rest were stored
         already: then the next tick reads everything again instead)."""
         if not self._budgets:
@@ -177,7 +184,7 @@ class BudgetBook:
             self._full_at = -FULL_READ_S
             return
         with self._lock:
-            for row in rows:  # by index: rows are plain tuples (see RequestRow)
+            for row in rows:
                 cost = row[COST_PICO] or 0
                 tokens = row[INPUT_TOKENS] + row[OUTPUT_TOKENS]
                 unpriced = tokens if row[COST_PICO] is None else 0

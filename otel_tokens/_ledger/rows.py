@@ -12,7 +12,7 @@ import itertools
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime, timezone
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple
 
 from otel_tokens._base.fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._base.meters import MeterEvent
@@ -43,9 +43,9 @@ class QueuedUsage(NamedTuple):
 Queued = QueuedUsage | MeterEvent
 
 
-class RequestRow(NamedTuple):
-    """One row of `otel_tokens_requests`, in `REQUEST_COLUMNS` order. The writer makes its
-    rows as plain tuples of these fields (`RowMaker.request_row`) and reads them by the
+class RequestFields(NamedTuple):
+    """The fields of a row of `otel_tokens_requests`, in `REQUEST_COLUMNS` order. The
+    writer makes its rows as plain tuples of them (`RequestRow`) and reads them by the
     indexes below: the garbage collector stops tracking a plain tuple of texts and numbers
     at its first pass, never a NamedTuple, and collecting 20,000-row batches that outlive
     the young generations took a third of the writer's Python time."""
@@ -94,7 +94,11 @@ UID, AT_US, KEY_ID, COST_PICO, INPUT_TOKENS, OUTPUT_TOKENS, TEAM = (
 )
 
 
-if RequestRow._fields != REQUEST_COLUMNS or EventRow._fields != EVENT_COLUMNS:
+#: A request row as the writer makes it: a plain tuple of `RequestFields`.
+RequestRow = tuple[Any, ...]
+
+
+if RequestFields._fields != REQUEST_COLUMNS or EventRow._fields != EVENT_COLUMNS:
     msg = "the ledger's row types and its schema's columns differ (a bug: please report it)"
     raise RuntimeError(msg)
 
@@ -151,13 +155,12 @@ class RowMaker:
         uid, key, provider, model, request_model, operation, scenario, tier, status, error, team = (
             texts
         )
-        row = (
+        return (
             uid, at_us, key, provider, model, request_model, operation, scenario, tier, status,
             error or None, int(usage.streamed), usage.input_tokens, usage.output_tokens,
             usage.cache_read_tokens, usage.cache_write_tokens, usage.reasoning_tokens,
             usage.system_tokens, cost_pico, usage.latency_s, team,
         )  # fmt: skip
-        return cast(RequestRow, row)  # a plain tuple, read by index (see RequestRow)
 
     def event_row(self, event: MeterEvent) -> EventRow:
         """The database row of a queued custom meter event."""

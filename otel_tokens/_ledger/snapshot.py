@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import IO, Any, TypeVar, cast
+from typing import IO, Any, TypeVar
 
 from otel_tokens._base.meters import MeterSpec
 from otel_tokens._base.names import STATUSES
@@ -244,7 +244,7 @@ def _request_row(fields: Any) -> RequestRow:
                                 or not 0 <= latency < 1e9):  # fmt: skip
         msg = f"latency_s must be seconds >= 0 or null, got {latency!r}"
         raise ValueError(msg)
-    return cast(RequestRow, tuple(found[name] for name in REQUEST_COLUMNS))  # see RequestRow
+    return tuple(found[name] for name in REQUEST_COLUMNS)
 
 
 def _event_row(fields: Any) -> EventRow:

@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from otel_tokens._base.meters import MeterEvent
 from otel_tokens._base.text import said
@@ -230,8 +230,7 @@ class Writer:
                     self.drop("internal_error", "making its row failed (a bug: please report it)")
             ordered = write_order(requests)
             sums = hour_sums(ordered) if self._sum_hours and ordered else None
-            plain: Sequence[tuple[Any, ...]] = ordered  # read by index (see RequestRow)
-            uids = frozenset(row[UID] for row in plain) if self._committers > 1 else None
+            uids = frozenset(row[UID] for row in ordered) if self._committers > 1 else None
         except BaseException:
             self._finished(len(entries))
             raise

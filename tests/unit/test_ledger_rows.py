@@ -16,7 +16,7 @@ from otel_tokens._ledger.rows import (
     TEAM,
     UID,
     QueuedUsage,
-    RequestRow,
+    RequestFields,
     RowMaker,
 )
 from otel_tokens._ledger.schema import REQUEST_COLUMNS
@@ -34,6 +34,6 @@ def test_a_request_row_is_a_plain_tuple_the_collector_lets_go_of() -> None:
     assert row is not None and type(row) is tuple and len(row) == len(REQUEST_COLUMNS)
     gc.collect()
     assert not gc.is_tracked(row)  # texts and numbers only: nothing to collect
-    named = RequestRow(*row)
+    named = RequestFields(*row)
     assert (row[UID], row[AT_US], row[KEY_ID], row[TEAM]) == ("r-1", named.at_us, "k", "search")
     assert (row[INPUT_TOKENS], row[OUTPUT_TOKENS]) == (120, 7) and row[COST_PICO] > 0
