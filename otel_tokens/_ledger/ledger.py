@@ -20,7 +20,7 @@ from otel_tokens._ledger.budget_book import BudgetBook
 from otel_tokens._ledger.budgeting import LedgerBudgets
 from otel_tokens._ledger.keys import LedgerKeys
 from otel_tokens._ledger.reading import LedgerReading
-from otel_tokens._ledger.rows import QueuedUsage, RowMaker
+from otel_tokens._ledger.rows import RowMaker, Slot
 from otel_tokens._ledger.store import Store
 from otel_tokens._ledger.writer import Writer
 from otel_tokens._pricing.table import PriceTable
@@ -185,7 +185,7 @@ class UsageLedger(LedgerReading, LedgerBudgets):
         """
         try:
             at_us = int((at.timestamp() if at is not None else time.time()) * 1_000_000)
-            self._writer.put(QueuedUsage(usage, None, at_us, False))  # checked by the writer
+            self._writer.put(usage, at_us, Slot.UNCHECKED)  # checked by the writer
         except Exception:
             self._drop("internal_error", "queuing it failed (a bug: please report it)")
 
@@ -193,7 +193,7 @@ class UsageLedger(LedgerReading, LedgerBudgets):
 
     def add(self, usage: Usage, cost_pico: int | None, at_us: int) -> None:
         """Queue a checked `usage` whose cost is known (how a tracker feeds the ledger)."""
-        self._writer.put(QueuedUsage(usage, cost_pico, at_us, True))
+        self._writer.put(usage, at_us, cost_pico)
 
     def put_event(self, event: MeterEvent) -> None:
         """Queue a checked custom meter event (how `CustomMeter.record` feeds the ledger)."""

@@ -7,6 +7,7 @@ made storable.
 
 from __future__ import annotations
 
+import enum
 import functools
 import itertools
 import uuid
@@ -27,20 +28,18 @@ US_PER_DAY = 86_400_000_000
 MAX_TEXT = 256
 
 
-class QueuedUsage(NamedTuple):
-    """A usage waiting in the ledger's queue."""
+class Slot(enum.Enum):
+    """What the cost slot of a queued entry holds besides a cost (`Writer.put`)."""
 
-    usage: Usage
-    #: Its cost in pico-dollars, None when unpriced; set when `checked`.
-    cost_pico: int | None
-    #: When it happened, in UTC microseconds.
-    at_us: int
-    #: Whether a tracker already checked and priced it; else the writer does.
-    checked: bool
+    #: A usage recorded on the ledger itself: the writer checks and prices it.
+    UNCHECKED = "unchecked"
+    #: A custom meter event, not a usage.
+    EVENT = "event"
 
 
-#: What the ledger's queue holds.
-Queued = QueuedUsage | MeterEvent
+#: A queued entry's cost: pico-dollars, None when unpriced (a tracker checked and priced
+#: it), or a `Slot`.
+QueuedCost = int | None | Slot
 
 
 class RequestFields(NamedTuple):
@@ -135,10 +134,15 @@ class RowMaker:
         self._uid_prefix = f"{uuid.uuid4().hex[:16]}-"
         self._uid_numbers = itertools.count(1)
 
-    def request_row(self, entry: QueuedUsage) -> RequestRow | None:
-        """The database row of a queued usage; None if it is dropped (counted)."""
-        usage, cost_pico, at_us, checked = entry
-        if not checked:
+    def request_row(self, usage: Usage, at_us: int, cost_pico: QueuedCost) -> RequestRow | None:
+        """The database row of a queued usage; None if it is dropped (counted).
+
+        Args:
+            usage: what was recorded (on the ledger itself, anything: it is checked).
+            at_us: when it happened, in UTC microseconds.
+            cost_pico: its cost, or `Slot.UNCHECKED` to check and price it here.
+        """
+        if cost_pico is Slot.UNCHECKED or cost_pico is Slot.EVENT:
             fault = find_fault(usage)
             if fault is not None:
                 self._drop(fault.kind, fault.message)

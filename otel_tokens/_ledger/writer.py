@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from otel_tokens._base.meters import MeterEvent
 from otel_tokens._base.text import said
@@ -16,12 +16,14 @@ from otel_tokens._base.warn import WarnOnce
 from otel_tokens._ledger.budget_book import BudgetBook
 from otel_tokens._ledger.hour_sums import hour_sums
 from otel_tokens._ledger.in_flight import Batch, InFlight
-from otel_tokens._ledger.rows import UID, EventRow, Queued, QueuedUsage, RequestRow, RowMaker
+from otel_tokens._ledger.rows import UID, EventRow, QueuedCost, RequestRow, RowMaker, Slot
 from otel_tokens._ledger.schema import write_order
 from otel_tokens._ledger.store import Store
 
 #: How often the writer looks for rows within each flush interval (see `_write_loop`).
 _TICKS_PER_INTERVAL = 4
+#: The slots of the queue an entry takes: the entry, when it happened, its cost (`put`).
+_STRIDE = 3
 _Row = TypeVar("_Row", RequestRow, EventRow)
 
 
@@ -82,7 +84,7 @@ class Writer:
     def start_afresh(self) -> None:
         """An empty queue, fresh locks and a writer thread: at start, and in a forked child,
         which writes only what it records itself (its parent writes what was queued)."""
-        self._queue: deque[Queued] = deque()
+        self._queue: deque[Any] = deque()  # entries, a stride of three slots each (`put`)
         self._cond = threading.Condition()
         self._taken = 0  # entries the writer took from the queue
         self._done = 0  # of them, those written or dropped
@@ -102,27 +104,41 @@ class Writer:
         for thread in reversed(self._threads):  # the committers first
             thread.start()
 
-    def put(self, entry: Queued) -> None:
-        """Queue `entry`, or count it dropped (a full queue, a closed ledger)."""
+    def put(self, entry: object, at_us: int = 0, cost_pico: QueuedCost = Slot.EVENT) -> None:
+        """Queue `entry`, or count it dropped (a full queue, a closed ledger).
+
+        An entry takes three slots of the queue, side by side: itself, `at_us` and
+        `cost_pico`, added in one call that no other thread comes between. A wrapper
+        object per entry would be one more object the garbage collector tracks while it
+        waits; the usage is the caller's, and the two numbers are not tracked at all.
+
+        Args:
+            entry: a usage, or a `MeterEvent` when `cost_pico` is `Slot.EVENT`.
+            at_us: when the usage happened, in UTC microseconds (an event carries its own).
+            cost_pico: the usage's cost, None when unpriced, or `Slot.UNCHECKED` when the
+                writer must check and price it.
+        """
         queue = self._queue
         if self.closed:
             self.drop("ledger_closed", "it was recorded after the ledger was closed")
             return
-        if len(queue) >= self._capacity:
+        slots = self._capacity * _STRIDE
+        if len(queue) >= slots:
             if not self._block:
                 self.drop("ledger_queue_full", f"the ledger queue of {self._capacity} is full")
                 return
             with self._cond:
-                while len(queue) >= self._capacity and not self.closed:
+                while len(queue) >= slots and not self.closed:
                     if time.monotonic() >= self._closing_by:  # closing, and the time is up
                         break
                     self._cond.notify_all()
                     self._cond.wait(0.1)
-            if self.closed or len(queue) >= self._capacity:  # closed while it waited
+            if self.closed or len(queue) >= slots:  # closed while it waited
                 self.drop("ledger_closed", "the ledger was closed while it waited for room")
                 return
-        queue.append(entry)  # no lock: the writer counts what it takes, flush() adds the rest
-        if len(queue) == self._batch_size:  # a batch is ready: wake the writer
+        # No lock: the writer counts what it takes, flush() adds the rest.
+        queue.extend((entry, at_us, cost_pico))
+        if len(queue) == self._batch_size * _STRIDE:  # a batch is ready: wake the writer
             with self._cond:
                 self._cond.notify_all()
 
@@ -152,7 +168,7 @@ class Writer:
         try:
             while True:
                 with self._cond:
-                    if len(self._queue) < self._batch_size and not self.closed:
+                    if len(self._queue) < self._batch_size * _STRIDE and not self.closed:
                         self._cond.wait(tick)
                     if self.closed and not self._queue:
                         return
@@ -212,17 +228,18 @@ class Writer:
         """Take up to a batch of entries from the queue and make their rows."""
         queue = self._queue
         with self._cond:
-            entries = [queue.popleft() for _ in range(min(self._batch_size, len(queue)))]
-            self._taken += len(entries)
+            entries = min(self._batch_size, len(queue) // _STRIDE)
+            slots = [queue.popleft() for _ in range(entries * _STRIDE)]
+            self._taken += entries
         if not entries:
             return None
         requests: list[RequestRow] = []
         events: list[EventRow] = []
         try:
-            for entry in entries:
+            for entry, at_us, cost_pico in zip(slots[::3], slots[1::3], slots[2::3], strict=True):
                 try:
-                    if isinstance(entry, QueuedUsage):
-                        if (row := self._rows.request_row(entry)) is not None:
+                    if cost_pico is not Slot.EVENT:
+                        if (row := self._rows.request_row(entry, at_us, cost_pico)) is not None:
                             requests.append(row)
                     elif isinstance(entry, MeterEvent):
                         events.append(self._rows.event_row(entry))
@@ -232,9 +249,9 @@ class Writer:
             sums = hour_sums(ordered) if self._sum_hours and ordered else None
             uids = frozenset(row[UID] for row in ordered) if self._committers > 1 else None
         except BaseException:
-            self._finished(len(entries))
+            self._finished(entries)
             raise
-        return Batch(len(entries), ordered, events, sums, uids, next(self._numbers))
+        return Batch(entries, ordered, events, sums, uids, next(self._numbers))
 
     def _commit(self, batch: Batch) -> None:
         """Write a batch's rows (or count them dropped), and count its entries done."""
@@ -303,7 +320,7 @@ class Writer:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
-            target = self._taken + len(self._queue)  # all queued so far
+            target = self._taken + len(self._queue) // _STRIDE  # all queued so far
             self._cond.notify_all()
             while self._done < target:
                 if not all(thread.is_alive() for thread in self._threads):
@@ -339,7 +356,7 @@ class Writer:
         self._thread.join(left_s)  # it writes what is queued, then stops
         if self._thread.is_alive():  # stuck on a database that does not answer
             with self._cond:
-                left = len(self._queue) + self._taken - self._done
+                left = len(self._queue) // _STRIDE + self._taken - self._done
                 self._queue.clear()
                 self._abandoned = True  # the batch made, not yet handed over, is not
                 self._cond.notify_all()

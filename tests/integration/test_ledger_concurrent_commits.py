@@ -19,7 +19,7 @@ from otel_tokens import Usage, UsageLedger
 from otel_tokens._ledger import in_flight
 from otel_tokens._ledger.hour_sums import HOURLY, SUM_COLUMNS, HourSums
 from otel_tokens._ledger.postgres import PostgresStore
-from otel_tokens._ledger.rows import QueuedUsage
+from otel_tokens._ledger.rows import Slot
 from otel_tokens._ledger.schema import REQUEST_COLUMNS
 from tests.conftest import SECRET, postgres_schema
 from tests.helpers.request_rows import request_rows
@@ -240,8 +240,7 @@ def test_a_wait_another_replica_closes_in_a_loop_is_broken_by_the_turn_bound(
 
 def _row_of(ledger: UsageLedger, uid: str) -> tuple[Any, ...]:
     """A request row as the ledger makes it, timed now."""
-    entry = QueuedUsage(_usage(uid, 1), None, time.time_ns() // 1000, False)
-    row = ledger._rows.request_row(entry)
+    row = ledger._rows.request_row(_usage(uid, 1), time.time_ns() // 1000, Slot.UNCHECKED)
     assert row is not None
     return tuple(row)
 

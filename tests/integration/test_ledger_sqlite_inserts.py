@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from otel_tokens import PriceTable, Usage
-from otel_tokens._ledger.rows import QueuedUsage, RequestRow, RowMaker
+from otel_tokens._ledger.rows import RequestRow, RowMaker, Slot
 from otel_tokens._ledger.sqlite import (
     MAX_ROWS_PER_INSERT,
     SQLiteStore,
@@ -32,7 +32,7 @@ def _row(request_id: str, input_tokens: int) -> RequestRow:
     usage = Usage(provider="openai", model="gpt-4o-mini", input_tokens=input_tokens,
                   output_tokens=1, api_key_id="k", request_id=request_id)  # fmt: skip
     maker = RowMaker(PriceTable.bundled(), lambda: None, _no_drop, "test")
-    row = maker.request_row(QueuedUsage(usage, None, _NOW_US, False))
+    row = maker.request_row(usage, _NOW_US, Slot.UNCHECKED)
     assert row is not None
     return row
 

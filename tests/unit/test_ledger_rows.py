@@ -15,9 +15,9 @@ from otel_tokens._ledger.rows import (
     OUTPUT_TOKENS,
     TEAM,
     UID,
-    QueuedUsage,
     RequestFields,
     RowMaker,
+    Slot,
 )
 from otel_tokens._ledger.schema import REQUEST_COLUMNS
 
@@ -30,7 +30,7 @@ def test_a_request_row_is_a_plain_tuple_the_collector_lets_go_of() -> None:
     usage = Usage(provider="openai", model="gpt-4o-mini", input_tokens=120, output_tokens=7,
                   api_key_id="k", request_id="r-1", team="search")  # fmt: skip
     maker = RowMaker(PriceTable.bundled(), lambda: None, _no_drop, "test")
-    row = maker.request_row(QueuedUsage(usage, None, 1_700_000_000_000_000, False))
+    row = maker.request_row(usage, 1_700_000_000_000_000, Slot.UNCHECKED)
     assert row is not None and type(row) is tuple and len(row) == len(REQUEST_COLUMNS)
     gc.collect()
     assert not gc.is_tracked(row)  # texts and numbers only: nothing to collect
