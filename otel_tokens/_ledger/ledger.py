@@ -197,7 +197,7 @@ class UsageLedger(LedgerReading, LedgerBudgets):
 
     def put_event(self, event: MeterEvent) -> None:
         """Queue a checked custom meter event (how `CustomMeter.record` feeds the ledger)."""
-        self._writer.put(event)
+        self._writer.put_event(event)
 
     def share_keys(self, theirs: KeyFingerprinter | None) -> KeyFingerprinter | None:
         """The one fingerprinter a tracker feeding this ledger and the ledger both use.

@@ -13,12 +13,12 @@ import itertools
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from otel_tokens._base.fingerprint import SECRET_ENV, KeyFingerprinter
 from otel_tokens._base.meters import MeterEvent
 from otel_tokens._base.text import is_safe, safe_label
-from otel_tokens._base.usage import Usage, find_fault
+from otel_tokens._base.usage import find_fault
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._ledger.schema import EVENT_COLUMNS, EVENT_DIMENSIONS, REQUEST_COLUMNS
 from otel_tokens._pricing.table import PriceTable
@@ -37,9 +37,11 @@ class Slot(enum.Enum):
     EVENT = "event"
 
 
-#: A queued entry's cost: pico-dollars, None when unpriced (a tracker checked and priced
-#: it), or a `Slot`.
-QueuedCost = int | None | Slot
+#: A queued usage's cost: pico-dollars, None when unpriced (a tracker checked and priced
+#: it), or `Slot.UNCHECKED`.
+UsageCost = int | Literal[Slot.UNCHECKED] | None
+#: What a queued entry's cost slot holds.
+QueuedCost = int | Slot | None
 
 
 class RequestFields(NamedTuple):
@@ -134,15 +136,16 @@ class RowMaker:
         self._uid_prefix = f"{uuid.uuid4().hex[:16]}-"
         self._uid_numbers = itertools.count(1)
 
-    def request_row(self, usage: Usage, at_us: int, cost_pico: QueuedCost) -> RequestRow | None:
+    def request_row(self, usage: Any, at_us: int, cost_pico: UsageCost) -> RequestRow | None:
         """The database row of a queued usage; None if it is dropped (counted).
 
         Args:
-            usage: what was recorded (on the ledger itself, anything: it is checked).
+            usage: what was recorded: a Usage when a tracker checked it, else anything
+                (recorded on the ledger itself), which is checked here.
             at_us: when it happened, in UTC microseconds.
             cost_pico: its cost, or `Slot.UNCHECKED` to check and price it here.
         """
-        if cost_pico is Slot.UNCHECKED or cost_pico is Slot.EVENT:
+        if cost_pico is Slot.UNCHECKED:
             fault = find_fault(usage)
             if fault is not None:
                 self._drop(fault.kind, fault.message)

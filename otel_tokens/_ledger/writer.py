@@ -6,24 +6,31 @@ import itertools
 import math
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from otel_tokens._base.meters import MeterEvent
 from otel_tokens._base.text import said
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._ledger.budget_book import BudgetBook
+from otel_tokens._ledger.entry_queue import STRIDE, EntryQueue, entries_of
 from otel_tokens._ledger.hour_sums import hour_sums
 from otel_tokens._ledger.in_flight import Batch, InFlight
-from otel_tokens._ledger.rows import UID, EventRow, QueuedCost, RequestRow, RowMaker, Slot
+from otel_tokens._ledger.rows import (
+    UID,
+    EventRow,
+    QueuedCost,
+    RequestRow,
+    RowMaker,
+    Slot,
+    UsageCost,
+)
 from otel_tokens._ledger.schema import write_order
 from otel_tokens._ledger.store import Store
 
 #: How often the writer looks for rows within each flush interval (see `_write_loop`).
 _TICKS_PER_INTERVAL = 4
-#: The slots of the queue an entry takes: the entry, when it happened, its cost (`put`).
-_STRIDE = 3
 _Row = TypeVar("_Row", RequestRow, EventRow)
 
 
@@ -84,7 +91,7 @@ class Writer:
     def start_afresh(self) -> None:
         """An empty queue, fresh locks and a writer thread: at start, and in a forked child,
         which writes only what it records itself (its parent writes what was queued)."""
-        self._queue: deque[Any] = deque()  # entries, a stride of three slots each (`put`)
+        self._queue = EntryQueue()
         self._cond = threading.Condition()
         self._taken = 0  # entries the writer took from the queue
         self._done = 0  # of them, those written or dropped
@@ -104,43 +111,48 @@ class Writer:
         for thread in reversed(self._threads):  # the committers first
             thread.start()
 
-    def put(self, entry: object, at_us: int = 0, cost_pico: QueuedCost = Slot.EVENT) -> None:
-        """Queue `entry`, or count it dropped (a full queue, a closed ledger).
-
-        An entry takes three slots of the queue, side by side: itself, `at_us` and
-        `cost_pico`, added in one call that no other thread comes between. A wrapper
-        object per entry would be one more object the garbage collector tracks while it
-        waits; the usage is the caller's, and the two numbers are not tracked at all.
+    def put(self, usage: object, at_us: int, cost_pico: UsageCost) -> None:
+        """Queue a usage, or count it dropped (a full queue, a closed ledger).
 
         Args:
-            entry: a usage, or a `MeterEvent` when `cost_pico` is `Slot.EVENT`.
-            at_us: when the usage happened, in UTC microseconds (an event carries its own).
-            cost_pico: the usage's cost, None when unpriced, or `Slot.UNCHECKED` when the
-                writer must check and price it.
+            usage: what was recorded (on the ledger itself, anything: the writer checks it).
+            at_us: when it happened, in UTC microseconds.
+            cost_pico: its cost (None when unpriced) when a tracker checked and priced it,
+                else `Slot.UNCHECKED`: the writer checks and prices it.
         """
+        self._put(usage, at_us, cost_pico)
+
+    def put_event(self, event: MeterEvent) -> None:
+        """Queue a checked custom meter event, or count it dropped."""
+        self._put(event, 0, Slot.EVENT)  # an event carries its own time
+
+    def _put(self, entry: object, at_us: int, cost_pico: QueuedCost) -> None:
+        """Queue `entry` (`EntryQueue.add`), or count it dropped."""
         queue = self._queue
         if self.closed:
             self.drop("ledger_closed", "it was recorded after the ledger was closed")
             return
-        slots = self._capacity * _STRIDE
-        if len(queue) >= slots:
+        # No lock: the writer counts what it takes, flush() adds the rest.
+        while not (queued := queue.add(entry, at_us, cost_pico, self._capacity)):
             if not self._block:
                 self.drop("ledger_queue_full", f"the ledger queue of {self._capacity} is full")
                 return
-            with self._cond:
-                while len(queue) >= slots and not self.closed:
-                    if time.monotonic() >= self._closing_by:  # closing, and the time is up
-                        break
-                    self._cond.notify_all()
-                    self._cond.wait(0.1)
-            if self.closed or len(queue) >= slots:  # closed while it waited
+            if not self._room_came():
                 self.drop("ledger_closed", "the ledger was closed while it waited for room")
                 return
-        # No lock: the writer counts what it takes, flush() adds the rest.
-        queue.extend((entry, at_us, cost_pico))
-        if len(queue) == self._batch_size * _STRIDE:  # a batch is ready: wake the writer
+        if queued == self._batch_size:  # a batch is ready: wake the writer
             with self._cond:
                 self._cond.notify_all()
+
+    def _room_came(self) -> bool:
+        """Wait for room in the queue; False when the ledger closed first."""
+        with self._cond:
+            while len(self._queue) >= self._capacity and not self.closed:
+                if time.monotonic() >= self._closing_by:  # closing, and the time is up
+                    break
+                self._cond.notify_all()
+                self._cond.wait(0.1)
+            return not self.closed and len(self._queue) < self._capacity
 
     def drop(self, reason: str, why: str, count: int = 1) -> None:
         """Count `count` entries not written, and warn once per reason."""
@@ -168,7 +180,7 @@ class Writer:
         try:
             while True:
                 with self._cond:
-                    if len(self._queue) < self._batch_size * _STRIDE and not self.closed:
+                    if len(self._queue) < self._batch_size and not self.closed:
                         self._cond.wait(tick)
                     if self.closed and not self._queue:
                         return
@@ -226,23 +238,27 @@ class Writer:
 
     def _take(self) -> Batch | None:
         """Take up to a batch of entries from the queue and make their rows."""
-        queue = self._queue
         with self._cond:
-            entries = min(self._batch_size, len(queue) // _STRIDE)
-            slots = [queue.popleft() for _ in range(entries * _STRIDE)]
+            if self._queue.torn:
+                self._drop_torn()
+            slots = self._queue.take(self._batch_size)
+            entries = len(slots) // STRIDE
             self._taken += entries
         if not entries:
             return None
         requests: list[RequestRow] = []
         events: list[EventRow] = []
         try:
-            for entry, at_us, cost_pico in zip(slots[::3], slots[1::3], slots[2::3], strict=True):
+            for entry, at_us, cost_pico in entries_of(slots):
                 try:
                     if cost_pico is not Slot.EVENT:
                         if (row := self._rows.request_row(entry, at_us, cost_pico)) is not None:
                             requests.append(row)
                     elif isinstance(entry, MeterEvent):
                         events.append(self._rows.event_row(entry))
+                    else:
+                        self.drop("internal_error", f"an event must be a MeterEvent, got "
+                                  f"{type(entry).__name__} (a bug: please report it)")  # fmt: skip
                 except Exception:
                     self.drop("internal_error", "making its row failed (a bug: please report it)")
             ordered = write_order(requests)
@@ -252,6 +268,17 @@ class Writer:
             self._finished(entries)
             raise
         return Batch(entries, ordered, events, sums, uids, next(self._numbers))
+
+    def _drop_torn(self) -> None:
+        """Count dropped all that is queued, once a `put()` ran out of memory halfway (held
+        under `_cond`): its slots left the queue out of step, so that every entry after
+        them would be read as the wrong kind."""
+        queued = self._queue.clear()
+        self._taken += queued
+        self._done += queued
+        self._cond.notify_all()
+        why = "recording ran out of memory halfway, which left the queue out of step"
+        self.drop("internal_error", why, queued)  # _cond is reentrant
 
     def _commit(self, batch: Batch) -> None:
         """Write a batch's rows (or count them dropped), and count its entries done."""
@@ -320,7 +347,7 @@ class Writer:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
-            target = self._taken + len(self._queue) // _STRIDE  # all queued so far
+            target = self._taken + len(self._queue)  # all queued so far
             self._cond.notify_all()
             while self._done < target:
                 if not all(thread.is_alive() for thread in self._threads):
@@ -356,8 +383,7 @@ class Writer:
         self._thread.join(left_s)  # it writes what is queued, then stops
         if self._thread.is_alive():  # stuck on a database that does not answer
             with self._cond:
-                left = len(self._queue) // _STRIDE + self._taken - self._done
-                self._queue.clear()
+                left = self._queue.clear() + self._taken - self._done
                 self._abandoned = True  # the batch made, not yet handed over, is not
                 self._cond.notify_all()
             why = (

@@ -6,8 +6,12 @@ of the writer's time), and every entry of every kind comes out as it went in."""
 from __future__ import annotations
 
 import gc
+from collections import deque
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
+
+import pytest
 
 from otel_tokens import Usage, UsageLedger
 from tests.conftest import SECRET
@@ -60,5 +64,84 @@ def test_usages_events_and_faults_come_out_as_they_went_in(target: str) -> None:
         assert [(t.events, t.value) for t in ledger.meter_usage("searches", "all")] == [
             (1, Decimal(3))
         ]
+    finally:
+        ledger.close()
+
+
+class _TornQueue(deque):  # type: ignore[type-arg]
+    """A queue whose next `extend` adds one slot and then runs out of memory, as a deque
+    does when it cannot allocate its next block (which cannot be brought on here)."""
+
+    tear = False
+
+    def extend(self, slots: Any) -> None:
+        if not self.tear:
+            super().extend(slots)
+            return
+        self.tear = False
+        self.append(next(iter(slots)))
+        raise MemoryError
+
+
+def test_a_put_that_ran_out_of_memory_halfway_costs_what_was_queued_not_the_ledger(
+    target: str,
+) -> None:
+    ledger = UsageLedger(target, batch_size=1000, flush_interval_s=3600, api_key_secret=SECRET)
+    writer = ledger._writer  # type: ignore[attr-defined]
+    writer._queue._slots = queue = _TornQueue()
+    try:
+        for number in range(3):
+            ledger.record(_usage(number))
+        queue.tear = True
+        ledger.record(_usage(3))  # counted, never raised: one slot of it is in
+        for number in range(4, 9):
+            ledger.record(_usage(number))
+        assert ledger.flush(timeout_s=10)
+        stored = ledger.usage("today")[0].requests if ledger.usage("today") else 0
+        dropped = ledger.drops()["internal_error"]
+        assert stored + dropped == 9 and dropped == 9  # the torn queue's 8 and the torn put
+        ledger.record(_usage(9, input_tokens=1000))  # and the ledger goes on
+        assert ledger.flush(timeout_s=10)
+        assert [(t.requests, t.input_tokens) for t in ledger.usage("today")] == [(1, 1000)]
+    finally:
+        assert ledger.close(timeout_s=10)  # the writer ended: no loop on a stray slot
+
+
+class _InterruptedQueue(deque):  # type: ignore[type-arg]
+    """A queue whose `popleft` is interrupted (Ctrl-C on the main thread) at its 5th call."""
+
+    calls = 0
+
+    def popleft(self) -> Any:
+        self.calls += 1
+        if self.calls == 5:
+            raise KeyboardInterrupt
+        return super().popleft()
+
+
+def test_a_take_interrupted_halfway_leaves_the_queue_as_it_was(target: str) -> None:
+    ledger = UsageLedger(target, batch_size=1000, flush_interval_s=3600, api_key_secret=SECRET)
+    writer = ledger._writer  # type: ignore[attr-defined]
+    writer._queue._slots = queue = _InterruptedQueue()
+    try:
+        for number in range(4):
+            ledger.record(_usage(number))
+        slots = list(queue)
+        with pytest.raises(KeyboardInterrupt):
+            writer._take()  # as flush() does on the caller's thread with no writer
+        assert list(queue) == slots
+        assert ledger.flush(timeout_s=10)
+        assert ledger.usage("today")[0].requests == 4
+        assert not ledger.drops()
+    finally:
+        ledger.close()
+
+
+def test_an_event_that_is_not_one_is_counted_not_lost(target: str) -> None:
+    ledger = UsageLedger(target, api_key_secret=SECRET)
+    try:
+        ledger.put_event("not an event")  # type: ignore[arg-type]
+        assert ledger.flush(timeout_s=10)
+        assert ledger.drops() == {"internal_error": 1}
     finally:
         ledger.close()
