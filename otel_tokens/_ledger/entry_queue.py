@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from itertools import repeat, starmap
 from typing import Any
 
 from otel_tokens._ledger.rows import QueuedCost
@@ -27,20 +28,21 @@ class EntryQueue:
         #: Whether an `add()` ran out of memory halfway, leaving the slots out of step.
         self.torn = False
 
-    def add(self, entry: object, at_us: int, cost_pico: QueuedCost, most: int) -> int:
+    def add(self, entry: object, at_us: int, cost_pico: QueuedCost, most: int) -> int | None:
         """Queue an entry unless `most` are queued already, in one call no other thread
         comes between (under the GIL one C call; without it, deque.extend holds the
         deque's own lock).
 
         Returns:
-            The entries queued with it, or 0 when the queue was full.
+            The entries queued once it is in (0 when the writer took them all meanwhile),
+            or None when the queue was full and it is not in.
 
         Raises:
             MemoryError: when the slots could not all be added (`torn` is then set).
         """
         slots = self._slots
         if len(slots) >= most * STRIDE:
-            return 0
+            return None
         try:
             slots.extend((entry, at_us, cost_pico))
         except MemoryError:  # a slot or two may be in: the writer must not read past them
@@ -53,25 +55,28 @@ class EntryQueue:
         it: the count rounds down)."""
         return len(self._slots) // STRIDE
 
-    def take(self, most: int) -> list[Any]:
-        """Take up to `most` entries' slots from the front (for `entries_of`); when it is
-        interrupted (Ctrl-C on the main thread) the slots taken go back as they were."""
-        slots: list[Any] = []
-        keep, popleft = slots.append, self._slots.popleft
+    def take(self, count: int) -> list[Any]:
+        """Take the slots of `count` entries (no more than are queued) from the front, for
+        `entries_of`: in one C call, which nothing interrupts, not even Ctrl-C on the main
+        thread.
+
+        Raises:
+            MemoryError: when the list of them could not be made; the slots popped are gone
+                and `torn` is set.
+        """
         try:
-            for _ in range(min(most, len(self)) * STRIDE):
-                keep(popleft())
-        except BaseException:
-            self._slots.extendleft(reversed(slots))
+            return list(starmap(self._slots.popleft, repeat((), count * STRIDE)))
+        except MemoryError:
+            self.torn = True
             raise
-        return slots
 
     def clear(self) -> int:
-        """Empty the queue; how many entries it held."""
-        held = len(self)
-        self._slots.clear()
+        """Take out every slot queued now, in one C call (an entry added meanwhile stays,
+        in step); how many entries they held."""
+        slots = len(self._slots)
+        deque(starmap(self._slots.popleft, repeat((), slots)), maxlen=0)  # pops, keeps none
         self.torn = False
-        return held
+        return slots // STRIDE
 
 
 def entries_of(slots: list[Any]) -> Iterator[tuple[Any, int, QueuedCost]]:

@@ -14,7 +14,7 @@ from otel_tokens._base.meters import MeterEvent
 from otel_tokens._base.text import said
 from otel_tokens._base.warn import WarnOnce
 from otel_tokens._ledger.budget_book import BudgetBook
-from otel_tokens._ledger.entry_queue import STRIDE, EntryQueue, entries_of
+from otel_tokens._ledger.entry_queue import EntryQueue, entries_of
 from otel_tokens._ledger.hour_sums import hour_sums
 from otel_tokens._ledger.in_flight import Batch, InFlight
 from otel_tokens._ledger.rows import (
@@ -112,14 +112,9 @@ class Writer:
             thread.start()
 
     def put(self, usage: object, at_us: int, cost_pico: UsageCost) -> None:
-        """Queue a usage, or count it dropped (a full queue, a closed ledger).
-
-        Args:
-            usage: what was recorded (on the ledger itself, anything: the writer checks it).
-            at_us: when it happened, in UTC microseconds.
-            cost_pico: its cost (None when unpriced) when a tracker checked and priced it,
-                else `Slot.UNCHECKED`: the writer checks and prices it.
-        """
+        """Queue a usage that happened at `at_us` (UTC microseconds), or count it dropped (a
+        full queue, a closed ledger). `cost_pico` is its cost when a tracker checked and
+        priced it (None: unpriced), else `Slot.UNCHECKED`: the writer checks anything."""
         self._put(usage, at_us, cost_pico)
 
     def put_event(self, event: MeterEvent) -> None:
@@ -133,7 +128,7 @@ class Writer:
             self.drop("ledger_closed", "it was recorded after the ledger was closed")
             return
         # No lock: the writer counts what it takes, flush() adds the rest.
-        while not (queued := queue.add(entry, at_us, cost_pico, self._capacity)):
+        while (queued := queue.add(entry, at_us, cost_pico, self._capacity)) is None:
             if not self._block:
                 self.drop("ledger_queue_full", f"the ledger queue of {self._capacity} is full")
                 return
@@ -241,9 +236,15 @@ class Writer:
         with self._cond:
             if self._queue.torn:
                 self._drop_torn()
-            slots = self._queue.take(self._batch_size)
-            entries = len(slots) // STRIDE
+            entries = min(self._batch_size, len(self._queue))
             self._taken += entries
+            try:
+                slots = self._queue.take(entries)
+            except MemoryError:  # popped, and gone: count them; the next take drops the rest,
+                # counting the slots left of them too (more dropped than lost, never fewer)
+                self._done += entries
+                self.drop("internal_error", "taking it from the queue ran out of memory", entries)
+                return None
         if not entries:
             return None
         requests: list[RequestRow] = []
@@ -270,14 +271,13 @@ class Writer:
         return Batch(entries, ordered, events, sums, uids, next(self._numbers))
 
     def _drop_torn(self) -> None:
-        """Count dropped all that is queued, once a `put()` ran out of memory halfway (held
-        under `_cond`): its slots left the queue out of step, so that every entry after
-        them would be read as the wrong kind."""
+        """Count dropped all that is queued, once memory ran out halfway through adding or
+        taking slots (held under `_cond`): every entry after them would be misread."""
         queued = self._queue.clear()
         self._taken += queued
         self._done += queued
         self._cond.notify_all()
-        why = "recording ran out of memory halfway, which left the queue out of step"
+        why = "memory ran out halfway through queuing, which left the queue out of step"
         self.drop("internal_error", why, queued)  # _cond is reentrant
 
     def _commit(self, batch: Batch) -> None:

@@ -11,8 +11,6 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
 from otel_tokens import Usage, UsageLedger
 from tests.conftest import SECRET
 
@@ -107,34 +105,62 @@ def test_a_put_that_ran_out_of_memory_halfway_costs_what_was_queued_not_the_ledg
         assert ledger.close(timeout_s=10)  # the writer ended: no loop on a stray slot
 
 
-class _InterruptedQueue(deque):  # type: ignore[type-arg]
-    """A queue whose `popleft` is interrupted (Ctrl-C on the main thread) at its 5th call."""
+class _TakenAtOnce(deque):  # type: ignore[type-arg]
+    """A queue the writer empties right after an entry is added, before its adder reads
+    how many are queued (a race the adder cannot tell from a full queue by the count)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken: list[Any] = []
+
+    def extend(self, slots: Any) -> None:
+        super().extend(slots)
+        self.taken.extend(self)
+        self.clear()
+
+
+def test_an_entry_taken_at_once_is_not_counted_as_a_full_queue(target: str) -> None:
+    ledger = UsageLedger(target, when_full="drop", api_key_secret=SECRET)
+    writer = ledger._writer  # type: ignore[attr-defined]
+    writer._queue._slots = queue = _TakenAtOnce()
+    try:
+        ledger.record(_usage(1))
+        assert len(queue.taken) == 3  # it went in, once
+        assert not ledger.drops()  # and was not counted as dropped too
+    finally:
+        ledger.close()
+
+
+class _OutOfMemoryTaking(deque):  # type: ignore[type-arg]
+    """A queue whose 8th `popleft` (of the batch's 12) runs out of memory, as making the
+    list of a batch taken can (which cannot be brought on here)."""
 
     calls = 0
 
     def popleft(self) -> Any:
         self.calls += 1
-        if self.calls == 5:
-            raise KeyboardInterrupt
+        if self.calls == 8:
+            raise MemoryError
         return super().popleft()
 
 
-def test_a_take_interrupted_halfway_leaves_the_queue_as_it_was(target: str) -> None:
-    ledger = UsageLedger(target, batch_size=1000, flush_interval_s=3600, api_key_secret=SECRET)
+def test_a_take_that_ran_out_of_memory_is_counted_and_the_ledger_goes_on(target: str) -> None:
+    # One batch of all four: the writer takes nothing until four are queued.
+    ledger = UsageLedger(target, batch_size=4, flush_interval_s=3600, api_key_secret=SECRET)
     writer = ledger._writer  # type: ignore[attr-defined]
-    writer._queue._slots = queue = _InterruptedQueue()
+    writer._queue._slots = _OutOfMemoryTaking()
     try:
         for number in range(4):
             ledger.record(_usage(number))
-        slots = list(queue)
-        with pytest.raises(KeyboardInterrupt):
-            writer._take()  # as flush() does on the caller's thread with no writer
-        assert list(queue) == slots
+        assert ledger.flush(timeout_s=10)  # no wait for entries that are gone
+        assert not ledger.usage("today")
+        # The batch's 4, and the 5 slots left of it out of step (one entry more): counted.
+        assert ledger.drops() == {"internal_error": 5}
+        ledger.record(_usage(9, input_tokens=1000))  # in step again
         assert ledger.flush(timeout_s=10)
-        assert ledger.usage("today")[0].requests == 4
-        assert not ledger.drops()
+        assert [(t.requests, t.input_tokens) for t in ledger.usage("today")] == [(1, 1000)]
     finally:
-        ledger.close()
+        assert ledger.close(timeout_s=10)
 
 
 def test_an_event_that_is_not_one_is_counted_not_lost(target: str) -> None:
