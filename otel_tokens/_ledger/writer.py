@@ -237,14 +237,12 @@ class Writer:
             if self._queue.torn:
                 self._drop_torn()
             entries = min(self._batch_size, len(self._queue))
-            self._taken += entries
             try:
                 slots = self._queue.take(entries)
-            except MemoryError:  # popped, and gone: count them; the next take drops the rest,
-                # counting the slots left of them too (more dropped than lost, never fewer)
-                self._done += entries
-                self.drop("internal_error", "taking it from the queue ran out of memory", entries)
+            except MemoryError:  # gone: counted; the next take drops (and counts) the rest
+                self._lost(entries, "taking it from the queue ran out of memory")
                 return None
+            self._taken += entries
         if not entries:
             return None
         requests: list[RequestRow] = []
@@ -273,12 +271,15 @@ class Writer:
     def _drop_torn(self) -> None:
         """Count dropped all that is queued, once memory ran out halfway through adding or
         taking slots (held under `_cond`): every entry after them would be misread."""
-        queued = self._queue.clear()
-        self._taken += queued
-        self._done += queued
-        self._cond.notify_all()
         why = "memory ran out halfway through queuing, which left the queue out of step"
-        self.drop("internal_error", why, queued)  # _cond is reentrant
+        self._lost(self._queue.clear(), why)
+
+    def _lost(self, entries: int, why: str) -> None:
+        """Count `entries` out of the queue taken, done and dropped (under `_cond`)."""
+        self._taken += entries
+        self._done += entries
+        self._cond.notify_all()
+        self.drop("internal_error", why, entries)
 
     def _commit(self, batch: Batch) -> None:
         """Write a batch's rows (or count them dropped), and count its entries done."""
